@@ -1,0 +1,1 @@
+"""Experiment planners, found by class name with `-pl`."""

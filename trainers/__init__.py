@@ -1,0 +1,1 @@
+"""Trainer classes, found by class name with `-tr`."""

@@ -1,0 +1,1 @@
+"""Raw datasets: dataset.json, cases, image I/O with geometry, integrity check, built-in examples."""

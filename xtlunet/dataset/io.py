@@ -1,0 +1,102 @@
+"""Reading and writing images with their exact geometry (SimpleITK: NIfTI, MHA, NRRD, PNG, DICOM)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from xtlunet.dataset.geometry import Geometry
+from xtlunet.errors import XtlunetError
+from xtlunet.utils.atomic import atomic_path
+
+SUPPORTED_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".png", ".dcm", ".tif", ".tiff")
+
+
+def file_ending(path: str | Path) -> str:
+    """The image file ending of a path ('.nii.gz', '.png', ...)."""
+    name = Path(path).name.lower()
+    for end in SUPPORTED_ENDINGS:
+        if name.endswith(end):
+            return end
+    return Path(path).suffix.lower()
+
+
+def geometry_of(img: sitk.Image) -> Geometry:
+    """The Geometry of a SimpleITK image (spacing/shape reversed into array order)."""
+    return Geometry(spacing=tuple(float(s) for s in img.GetSpacing()[::-1]),
+                    origin=tuple(float(o) for o in img.GetOrigin()),
+                    direction=tuple(float(d) for d in img.GetDirection()),
+                    shape=tuple(int(s) for s in img.GetSize()[::-1]))
+
+
+def read_sitk(path: str | Path, expected_ndim: int | None = None) -> sitk.Image:
+    """Read an image with SimpleITK, turning every failure into an XtlunetError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise XtlunetError("image file not found", path=path, fix="check the file name and the dataset's file_ending")
+    if path.stat().st_size == 0:
+        raise XtlunetError("image file is empty (0 bytes)", path=path, fix="re-export or re-copy the file")
+    try:
+        img = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else "unreadable"
+        raise XtlunetError(f"cannot read image ({first})", path=path,
+                           fix="check the file is a complete, valid image (re-export or re-copy it)") from None
+    if img.GetNumberOfComponentsPerPixel() > 1:
+        if img.GetDimension() == 2 and img.GetNumberOfComponentsPerPixel() in (3, 4):
+            img = _rgb_to_gray(img)
+        else:
+            raise XtlunetError(f"image has {img.GetNumberOfComponentsPerPixel()} components per voxel",
+                               path=path, fix="store one channel per file (…_0000, …_0001)")
+    ndim = img.GetDimension()
+    if ndim == 3 and img.GetSize()[2] == 1 and expected_ndim == 2:
+        img = img[:, :, 0]
+        ndim = 2
+    if expected_ndim is not None and ndim != expected_ndim:
+        raise XtlunetError(f"image is {ndim}D but {expected_ndim}D was expected", path=path,
+                           fix=f"store each channel as its own {expected_ndim}D file")
+    return img
+
+
+def _rgb_to_gray(img: sitk.Image) -> sitk.Image:
+    """Luminance of an RGB(A) 2D image, geometry kept."""
+    arr = sitk.GetArrayFromImage(img).astype(np.float32)[..., :3]
+    gray = sitk.GetImageFromArray(arr @ np.array([0.299, 0.587, 0.114], dtype=np.float32))
+    gray.CopyInformation(img)
+    return gray
+
+
+def read_image(path: str | Path, expected_ndim: int | None = None, check_finite: bool = True) -> tuple[np.ndarray, Geometry]:
+    """Read one image: (array in numpy order, float32 unless integer-typed, geometry)."""
+    img = read_sitk(path, expected_ndim)
+    arr = sitk.GetArrayFromImage(img)
+    if check_finite and arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        n = int((~np.isfinite(arr)).sum())
+        raise XtlunetError(f"image contains {n} NaN/Inf voxels", path=path,
+                           fix="replace non-finite values (e.g. with 0) before planning")
+    return arr, geometry_of(img)
+
+
+def to_sitk(array: np.ndarray, geometry: Geometry) -> sitk.Image:
+    """A SimpleITK image of `array` placed on `geometry`."""
+    if tuple(array.shape) != tuple(geometry.shape):
+        raise ValueError(f"array shape {array.shape} does not match geometry shape {geometry.shape}")
+    img = sitk.GetImageFromArray(array)
+    img.SetSpacing(tuple(float(s) for s in geometry.spacing[::-1]))
+    img.SetOrigin(tuple(float(o) for o in geometry.origin))
+    img.SetDirection(tuple(float(d) for d in geometry.direction))
+    return img
+
+
+def write_image(path: str | Path, array: np.ndarray, geometry: Geometry, compress: bool = True) -> None:
+    """Write an image atomically with exactly the given geometry (format from the file ending)."""
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)
+    if array.dtype == np.float64:
+        array = array.astype(np.float32)
+    if array.dtype == np.int64:
+        array = array.astype(np.int32)
+    img = to_sitk(array, geometry)
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(img, str(tmp), useCompression=compress)
