@@ -16,6 +16,10 @@ class XtlunetError(Exception):
         self.details = [d.replace("\n", " ") for d in details]
         super().__init__(self.one_line())
 
+    def __reduce__(self):
+        """Pickle with all fields, so errors raised in worker processes arrive intact."""
+        return (_rebuild, (self.what, self.path, self.fix, tuple(self.details)))
+
     def one_line(self) -> str:
         """Render the error as a single line: what [file] — fix."""
         text = self.what
@@ -24,6 +28,11 @@ class XtlunetError(Exception):
         if self.fix:
             text += f" — fix: {self.fix}"
         return text.replace("\n", " ")
+
+
+def _rebuild(what: str, path: str | None, fix: str | None, details: tuple[str, ...]) -> XtlunetError:
+    """Unpickle an XtlunetError."""
+    return XtlunetError(what, path=path, fix=fix, details=details)
 
 
 def did_you_mean(value: str, options: Sequence[str]) -> str:

@@ -1,0 +1,191 @@
+"""DefaultPlanner: nnU-Net-like configurations (2d, 3d_fullres, 3d_lowres, 3d_roi) from a fingerprint."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from xtlunet.dataset.spec import DatasetSpec
+from xtlunet.errors import XtlunetError
+from xtlunet.fingerprint import Fingerprint
+from xtlunet.networks.description import ArchitectureDescription
+from xtlunet.plans import DEFAULT_PLANS, ConfigurationPlan, Plans
+from xtlunet.planners import rules
+
+log = logging.getLogger("xtlunet")
+GB = 1024 ** 3
+
+
+@dataclass
+class Topology:
+    """A fitted patch, its network and batch size."""
+
+    patch: list[int]
+    arch: ArchitectureDescription
+    batch_size: int
+    memory_bytes: float
+
+
+class DefaultPlanner:
+    """Plans every configuration by nnU-Net-like rules; subclasses swap `architecture`."""
+
+    plans_name = DEFAULT_PLANS
+    budget_voxels = {2: 2048.0 ** 2, 3: 256.0 ** 3}
+    max_stages = {2: 7, 3: 6}
+    max_width = {2: 512, 3: 320}
+    norm = "instance"
+    max_batch = {"segmentation": 64, "classification": 32}
+
+    def __init__(self, spec: DatasetSpec, fingerprint: Fingerprint, gpu_memory_gb: float = 8.0,
+                 plans_name: str | None = None) -> None:
+        self.spec = spec
+        self.fp = fingerprint
+        self.budget = gpu_memory_gb * GB
+        self.plans_name = plans_name or self.plans_name
+        self.task = spec.task
+        self.num_outputs = len(spec.classes) if spec.is_classification else len(spec.label_values())
+
+    # ---- architecture (the part subclasses change) ----
+    def architecture(self, spacing: list[float], patch: list[int]) -> ArchitectureDescription:
+        """A plain nnU-Net-like encoder for this patch and spacing."""
+        dim = len(spacing)
+        strides, kernels = rules.pooling_plan(spacing, patch, self.max_stages[dim])
+        return ArchitectureDescription(family="plain", dim=dim, in_channels=self.spec.num_channels,
+                                       widths=rules.stage_widths(len(strides), self.max_width[dim]),
+                                       strides=strides, kernel_sizes=kernels, blocks=[2] * len(strides),
+                                       norm=self.norm)
+
+    def constraint(self) -> dict | None:
+        """What constrains the topology (None for the default planner)."""
+        return None
+
+    # ---- fitting ----
+    def memory(self, arch: ArchitectureDescription, patch: list[int], batch: int, task: str) -> float:
+        """Estimated training memory in bytes."""
+        from xtlunet.networks.memory import estimate_memory_bytes
+
+        return float(estimate_memory_bytes(arch, patch, batch, self.num_outputs, task))
+
+    def fit(self, spacing: list[float], shape: list[int], patch: list[int], task: str, batch_cap: int) -> Topology:
+        """Shrink the patch until batch 2 fits the memory budget, then grow the batch up to its cap."""
+        while True:
+            arch = self.architecture(spacing, patch)
+            patch = rules.round_to_divisible(patch, arch.total_stride())
+            arch = self.architecture(spacing, patch)
+            mem = self.memory(arch, patch, 2, task)
+            if mem <= self.budget:
+                break
+            smaller = rules.shrink_axis(patch, shape, arch.total_stride())
+            if smaller is None or min(smaller) < 1:
+                raise XtlunetError(f"no patch fits {self.budget / GB:.3g} GB (smallest needs {mem / GB:.3g} GB)",
+                                   fix="raise --gpu-memory-gb")
+            patch = smaller
+        batch = 2
+        cap = min(batch_cap, self.max_batch[task])
+        while batch < cap and self.memory(arch, patch, batch + 1, task) <= self.budget:
+            batch += 1
+        return Topology(patch, arch, batch, self.memory(arch, patch, batch, task))
+
+    # ---- configurations ----
+    def _configuration(self, name: str, spacing: list[float], shape: list[int], topo: Topology, task: str,
+                       roi_mm: list[float] | None = None, source: str | None = None) -> ConfigurationPlan:
+        """Assemble a ConfigurationPlan."""
+        schemes = [rules.normalization_scheme(n) for n in self.spec.channel_names.values()]
+        rel = self.fp.median_relative_size_after_crop()
+        return ConfigurationPlan(
+            name=name, task=task, dim=len(spacing), spacing=[float(s) for s in spacing], patch_size=topo.patch,
+            batch_size=topo.batch_size, median_shape=[int(s) for s in shape], normalization=schemes,
+            use_mask_for_norm=[rules.use_mask_for_norm(s, rel) for s in schemes], architecture=topo.arch.to_json(),
+            num_outputs=self.num_outputs, data_identifier=f"{self.plans_name}_{source or name}",
+            memory_estimate_gb=round(topo.memory_bytes / GB, 4), roi_mm=roi_mm, source_config=source,
+            pretrained_constraint=self.constraint())
+
+    def plan(self, configurations: list[str] | None = None) -> Plans:
+        """Plan all configurations that apply to this dataset (or only those asked for)."""
+        fp = self.fp
+        raw_target = rules.target_spacing(fp.spacings)
+        order = rules.transpose_forward(raw_target) if fp.dim == 3 else list(range(fp.dim))
+        spacings = fp.spacings[:, order]
+        shapes = fp.shapes_after_crop[:, order]
+        target = [raw_target[i] for i in order]
+        full_shape = rules.median_shape(shapes, spacings, target)
+        n = len(fp.cases)
+        confs: dict[str, ConfigurationPlan] = {}
+        wanted = configurations or self.default_configurations()
+        for name in wanted:
+            conf = self._plan_one(name, target, full_shape, n, confs)
+            if conf is not None:
+                confs[name] = conf
+        if not confs:
+            raise XtlunetError(f"none of the configurations {wanted} applies to {self.spec.name}",
+                               fix=f"use one of: {', '.join(self.default_configurations())}")
+        return Plans(plans_name=self.plans_name, dataset_name=self.spec.name, planner=type(self).__name__,
+                     task=self.task, channel_names={str(k): v for k, v in self.spec.channel_names.items()},
+                     labels=dict(self.spec.labels), classes=dict(self.spec.classes), transpose_forward=order,
+                     foreground_intensity_properties=fp.intensity, configurations=confs)
+
+    def default_configurations(self) -> list[str]:
+        """The configurations planned when none is asked for."""
+        if self.fp.dim == 2:
+            return ["2d"]
+        return ["2d", "3d_roi"] if self.task == "classification" else ["2d", "3d_fullres", "3d_lowres"]
+
+    def _plan_one(self, name: str, target: list[float], shape: list[int], n: int,
+                  done: dict[str, ConfigurationPlan]) -> ConfigurationPlan | None:
+        """Plan one configuration, or None when it does not apply (e.g. 3d_lowres not needed)."""
+        from xtlunet.errors import look_up_option
+
+        look_up_option(name, ["2d", "3d_fullres", "3d_lowres", "3d_roi"], "configuration")
+        if name == "2d":
+            sp, sh = (target, shape) if self.fp.dim == 2 else (target[1:], shape[1:])
+            task = self.task
+            patch = rules.initial_patch_size(sp, sh, self.budget_voxels[2])
+            cap = rules.batch_size_cap(patch, sh, n * (1 if self.fp.dim == 2 else shape[0]))
+            return self._configuration("2d", sp, sh, self.fit(sp, sh, patch, task, cap), task)
+        if self.fp.dim == 2:
+            raise XtlunetError(f"configuration '{name}' needs a 3D dataset; {self.spec.name} is 2D", fix="use -c 2d")
+        if name == "3d_roi":
+            return self._plan_roi(target, shape)
+        if self.task == "classification":
+            raise XtlunetError(f"configuration '{name}' is for segmentation; {self.spec.name} is a classification dataset",
+                               fix="use -c 3d_roi (or 2d)")
+        full_patch = rules.initial_patch_size(target, shape, self.budget_voxels[3])
+        full = done.get("3d_fullres") or self._configuration(
+            "3d_fullres", target, shape, self.fit(target, shape, full_patch, "segmentation",
+                                                  rules.batch_size_cap(full_patch, shape, n)), "segmentation")
+        if name == "3d_fullres":
+            return full
+        return self._plan_lowres(target, shape, full, n)
+
+    def _plan_lowres(self, target: list[float], shape: list[int], full: ConfigurationPlan, n: int) -> ConfigurationPlan | None:
+        """3d_lowres when the full-resolution patch covers < 25 % of the median image."""
+        if np.prod(full.patch_size) / np.prod(shape) >= 0.25:
+            log.info("3d_lowres not needed: the 3d_fullres patch covers ≥ 25 %% of the median image")
+            return None
+        spacing = np.asarray(target, float)
+        topo = None
+        for _ in range(200):
+            ratio = spacing.max() / spacing
+            spacing = spacing * np.where(ratio > 2, 1.03, 1.0) if (ratio > 2).any() else spacing * 1.03
+            low_shape = [int(round(s * t / l)) for s, t, l in zip(shape, target, spacing)]
+            patch = rules.initial_patch_size(spacing.tolist(), low_shape, self.budget_voxels[3])
+            topo = self.fit(spacing.tolist(), low_shape, patch, "segmentation", rules.batch_size_cap(patch, low_shape, n))
+            if np.prod(topo.patch) / np.prod(low_shape) >= 0.25:
+                break
+        conf = self._configuration("3d_lowres", spacing.tolist(), low_shape, topo, "segmentation")
+        conf.notes.append("cascade stage 1: resampled to a coarser spacing so the patch covers ≥ 25 % of the image")
+        return conf
+
+    def _plan_roi(self, target: list[float], shape: list[int]) -> ConfigurationPlan:
+        """3d_roi for classification: an ROI around each finding, its FOV in mm from the findings."""
+        if self.task != "classification":
+            raise XtlunetError(f"configuration '3d_roi' is for classification; {self.spec.name} is segmentation",
+                               fix="use -c 3d_fullres")
+        border = [b for c in self.fp.cases for b in c.finding_border_mm]
+        fov = rules.roi_field_of_view(border, target)
+        patch = [min(int(np.ceil(f / s)), sh) for f, s, sh in zip(fov, target, shape)]
+        n_findings = int(self.fp.findings.get("total", len(self.fp.cases)))
+        topo = self.fit(target, shape, patch, "classification", max(2, n_findings // 5))
+        roi = [float(p * s) for p, s in zip(topo.patch, target)]
+        return self._configuration("3d_roi", target, shape, topo, "classification", roi_mm=roi, source="3d_fullres")

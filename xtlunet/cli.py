@@ -1,0 +1,93 @@
+"""The `xtlunet` console script: parses arguments, calls a stage, prints. No stage logic here."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from xtlunet.errors import XtlunetError
+
+log = logging.getLogger("xtlunet")
+Handler = Callable[[argparse.Namespace], None]
+
+
+def _cmd_example(a: argparse.Namespace) -> None:
+    """xtlunet example NAME."""
+    from xtlunet.dataset.examples import make_example
+    from xtlunet.paths import raw_root
+
+    out = Path(a.out) if a.out else raw_root()
+    folder = make_example(a.name, out, cases=a.cases, seed=a.seed)
+    print(f"wrote {folder}")
+
+
+def _cmd_plan(a: argparse.Namespace) -> None:
+    """xtlunet plan-and-preprocess."""
+    from xtlunet.plan_and_preprocess import plan_and_preprocess, plans_summary
+
+    plans = plan_and_preprocess(a.d, a.c, a.pl, a.pretrained, a.gpu_memory_gb, a.verify, a.np, a.overwrite,
+                                a.plans_name, preprocess=not a.no_pp)
+    print(plans_summary(plans))
+
+
+def _add_example(sub: argparse._SubParsersAction) -> None:
+    """Arguments of `example`."""
+    p = sub.add_parser("example", help="write a built-in synthetic dataset (brain-ms, prostate, mammo)")
+    p.add_argument("name", help="brain-ms | prostate | mammo")
+    p.add_argument("--out", help="raw root to write into (default: $XTLUNET_raw)")
+    p.add_argument("--cases", type=int, default=None, help="number of training cases (default: the example's own)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_example)
+
+
+def _add_plan(sub: argparse._SubParsersAction) -> None:
+    """Arguments of `plan-and-preprocess`."""
+    p = sub.add_parser("plan-and-preprocess", help="check, fingerprint, plan and preprocess a raw dataset")
+    p.add_argument("-d", required=True, help="dataset id or name (e.g. 501 or Dataset501_BrainMS)")
+    p.add_argument("-c", nargs="+", default=None, help="configurations (default: all that apply)")
+    p.add_argument("-pl", default=None, help="planner class (default DefaultPlanner; XTLPlanner with --pretrained)")
+    p.add_argument("--pretrained", default=None, help="pretrain-2d checkpoint or encoder family for the XTL planner")
+    p.add_argument("--gpu-memory-gb", type=float, default=8.0, help="GPU memory the plan must fit (default 8)")
+    p.add_argument("--plans-name", default=None, help="name of the plans file (default from the planner)")
+    p.add_argument("--verify", action="store_true", help="full integrity check of every file and voxel")
+    p.add_argument("-np", type=int, default=1, help="worker processes")
+    p.add_argument("--overwrite", action="store_true", help="redo the fingerprint and every case")
+    p.add_argument("--no-pp", action="store_true", help="plan only, no preprocessing")
+    p.set_defaults(func=_cmd_plan)
+
+
+COMMANDS = [_add_example, _add_plan]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="xtlunet", description="Self-configuring 3D segmentation and lesion "
+                                     "classification with cross-organ transfer learning from 2D mammograms.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors in the log")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: run a subcommand; user errors print one line and return 2."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", force=True)
+    try:
+        args.func(args)
+    except XtlunetError as err:
+        for line in err.details:
+            print(f"  {line}", file=sys.stderr)
+        print(f"xtlunet {args.command}: error: {err.one_line()}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"xtlunet {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Load one case: all channels on channel 0's grid (resampled where needed), plus its label map."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+
+from xtlunet.dataset.geometry import Geometry
+from xtlunet.dataset.io import geometry_of, read_sitk
+from xtlunet.dataset.spec import Case, DatasetSpec
+from xtlunet.errors import XtlunetError
+
+log = logging.getLogger("xtlunet")
+
+
+@dataclass
+class LoadedCase:
+    """A case in memory: data (C, *spatial) float32 on channel 0's grid, optional label map."""
+
+    case_id: str
+    data: np.ndarray
+    geometry: Geometry
+    seg: np.ndarray | None = None
+    channel_geometries: list[Geometry] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def load_case(case: Case, spec: DatasetSpec, ndim: int | None = None, with_label: bool = True) -> LoadedCase:
+    """Read a case's channels (and label); channels on other grids are resampled onto channel 0's."""
+    images = [read_sitk(f, ndim) for f in case.image_files]
+    ref = images[0]
+    ref_geo = geometry_of(ref)
+    arrays, geos, notes = [], [], []
+    for c, (img, path) in enumerate(zip(images, case.image_files)):
+        geo = geometry_of(img)
+        geos.append(geo)
+        if geo.ndim != ref_geo.ndim:
+            raise XtlunetError(f"channel {c} is {geo.ndim}D but channel 0 is {ref_geo.ndim}D", path=path,
+                               fix="store every channel of a case with the same dimension")
+        if c > 0 and not geo.same_grid(ref_geo):
+            if not spec.is_classification:
+                raise XtlunetError(f"channel {c} lies on another grid than channel 0 ({'; '.join(geo.mismatch(ref_geo))})",
+                                   path=path, fix="resample the channels onto one grid (allowed only for classification datasets)")
+            img = resample_onto(img, ref)
+            notes.append(f"{case.case_id}: channel {c} ({spec.channel_names[c]}) resampled from spacing "
+                         f"{tuple(round(s, 3) for s in geo.spacing)} onto channel 0's grid {tuple(round(s, 3) for s in ref_geo.spacing)}")
+        arr = sitk.GetArrayFromImage(img).astype(np.float32, copy=False)
+        if not np.all(np.isfinite(arr)):
+            raise XtlunetError(f"image contains {int((~np.isfinite(arr)).sum())} NaN/Inf voxels", path=path,
+                               fix="replace non-finite values (e.g. with 0)")
+        arrays.append(arr)
+    seg = None
+    if with_label and case.label_file is not None:
+        seg = _load_label(case, spec, ref_geo, ndim)
+    for n in notes:
+        log.info(n)
+    return LoadedCase(case.case_id, np.stack(arrays), ref_geo, seg, geos, notes)
+
+
+def _load_label(case: Case, spec: DatasetSpec, ref_geo: Geometry, ndim: int | None) -> np.ndarray:
+    """Read and validate the label map of a case."""
+    path = case.label_file
+    img = read_sitk(path, ndim)
+    geo = geometry_of(img)
+    bad = geo.mismatch(ref_geo)
+    if bad:
+        raise XtlunetError(f"label does not match its image: {'; '.join(bad)}", path=path,
+                           fix="save the label with the image's geometry (same shape, spacing, origin, direction)")
+    arr = sitk.GetArrayFromImage(img)
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise XtlunetError("label map has non-integer values", path=path, fix="store labels as integers")
+    seg = arr.astype(np.int16)
+    unknown = sorted(set(np.unique(seg).tolist()) - set(spec.label_values()))
+    if unknown:
+        raise XtlunetError(f"label values {unknown} are not declared in dataset.json labels", path=path,
+                           fix="add them to \"labels\" in dataset.json or correct the mask")
+    return seg
+
+
+def resample_onto(img: sitk.Image, reference: sitk.Image, interpolator: int = sitk.sitkLinear) -> sitk.Image:
+    """Resample `img` onto `reference`'s grid (world-space aware; zeros outside)."""
+    return sitk.Resample(img, reference, sitk.Transform(), interpolator, 0.0, sitk.sitkFloat32)

@@ -1,0 +1,101 @@
+"""The first pipeline stage: integrity check → fingerprint → plan → preprocess."""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from xtlunet.dataset.integrity import dataset_dimension, verify_dataset
+from xtlunet.dataset.spec import DatasetSpec, find_dataset
+from xtlunet.errors import XtlunetError
+from xtlunet.fingerprint import Fingerprint, compute_fingerprint
+from xtlunet.paths import preprocessed_root, raw_root
+from xtlunet.plans import Plans
+from xtlunet.preprocessing.run import preprocess_configuration
+from xtlunet.registry import find_class
+
+log = logging.getLogger("xtlunet")
+
+
+def load_spec(dataset: str | int) -> DatasetSpec:
+    """The DatasetSpec of a dataset id or name under the raw root."""
+    return DatasetSpec.load(find_dataset(dataset, raw_root()))
+
+
+def fingerprint_dataset(spec: DatasetSpec, out: Path, dim: int, num_workers: int, overwrite: bool) -> Fingerprint:
+    """Load fingerprint.json if it is current, else compute and write it."""
+    path = out / "fingerprint.json"
+    ids = [c.case_id for c in spec.cases("Tr")]
+    if path.is_file() and not overwrite:
+        fp = Fingerprint.load(path)
+        if [c.case_id for c in fp.cases] == ids and fp.channel_names == {str(k): v for k, v in spec.channel_names.items()}:
+            return fp
+    fp = compute_fingerprint(spec, dim, num_workers)
+    fp.save(path)
+    for note in fp.resampled_channels:
+        log.info(note)
+    return fp
+
+
+def make_planner(name: str | None, spec: DatasetSpec, fp: Fingerprint, gpu_memory_gb: float,
+                 pretrained: str | None, plans_name: str | None):
+    """Instantiate a planner by class name (XTLPlanner when --pretrained is given without -pl)."""
+    from xtlunet.planners.default import DefaultPlanner
+
+    name = name or ("XTLPlanner" if pretrained else "DefaultPlanner")
+    cls = find_class(name, "xtlunet.planners", DefaultPlanner, "planner")
+    kwargs = {"gpu_memory_gb": gpu_memory_gb, "plans_name": plans_name}
+    if pretrained is not None:
+        if "pretrained" not in cls.__init__.__code__.co_varnames:
+            raise XtlunetError(f"planner {name} does not take --pretrained", fix="use -pl XTLPlanner")
+        kwargs["pretrained"] = pretrained
+    return cls(spec, fp, **kwargs)
+
+
+def plan_and_preprocess(dataset: str | int, configurations: list[str] | None = None, planner: str | None = None,
+                        pretrained: str | None = None, gpu_memory_gb: float = 8.0, verify: bool = False,
+                        num_workers: int = 1, overwrite: bool = False, plans_name: str | None = None,
+                        preprocess: bool = True) -> Plans:
+    """Check, fingerprint, plan and preprocess a raw dataset; returns the plans."""
+    spec = load_spec(dataset)
+    out = preprocessed_root() / spec.name
+    if verify or not (out / "fingerprint.json").is_file():
+        verify_dataset(spec, deep=verify, num_workers=num_workers)
+    dim = dataset_dimension(spec)
+    out.mkdir(parents=True, exist_ok=True)
+    fp = fingerprint_dataset(spec, out, dim, num_workers, overwrite)
+    plans = make_planner(planner, spec, fp, gpu_memory_gb, pretrained, plans_name).plan(configurations)
+    plans.save(out / f"{plans.plans_name}.json")
+    shutil.copyfile(spec.json_path, out / "dataset.json")
+    if spec.findings_path is not None:
+        shutil.copyfile(spec.findings_path, out / spec.findings_path.name)
+    if preprocess:
+        done: set[str] = set()
+        for conf in plans.configurations.values():
+            if conf.data_identifier in done:
+                continue
+            done.add(conf.data_identifier)
+            counts = preprocess_configuration(spec, plans, conf, out, dim, num_workers, overwrite)
+            log.info("%s: %d cases written, %d up to date", conf.name, counts["written"], counts["skipped"])
+    return plans
+
+
+def plans_summary(plans: Plans) -> str:
+    """A printable table of the planned configurations."""
+    head = f"{'config':<11} {'spacing':<22} {'patch':<16} {'batch':>5} {'family':<9} {'stages':>6} {'widths':<26} {'mem GB':>7}"
+    rows = [f"plans {plans.plans_name} for {plans.dataset_name} ({plans.task}, planner {plans.planner}, "
+            f"axes transposed {plans.transpose_forward})", head, "-" * len(head)]
+    for c in plans.configurations.values():
+        a = c.architecture
+        widths = ",".join(map(str, a["widths"]))
+        rows.append(f"{c.name:<11} {'x'.join(f'{s:.3g}' for s in c.spacing):<22} {'x'.join(map(str, c.patch_size)):<16} "
+                    f"{c.batch_size:>5} {a['family']:<9} {len(a['widths']):>6} {widths[:26]:<26} {c.memory_estimate_gb:>7.3g}")
+        strides = " ".join("x".join(map(str, s)) for s in a["strides"])
+        kernels = " ".join("x".join(map(str, k)) for k in a["kernel_sizes"])
+        rows.append(f"{'':<11} strides {strides} | kernels {kernels}")
+        if c.roi_mm:
+            rows.append(f"{'':<11} ROI {'x'.join(f'{v:.3g}' for v in c.roi_mm)} mm around each finding")
+        if c.pretrained_constraint:
+            rows.append(f"{'':<11} constrained by 2D encoder {c.pretrained_constraint['family']} "
+                        f"({c.pretrained_constraint.get('source')})")
+    return "\n".join(rows)

@@ -1,0 +1,114 @@
+"""plans.json: the one versioned document that every stage after planning reads."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xtlunet.errors import XtlunetError, did_you_mean
+from xtlunet.networks.description import ArchitectureDescription
+from xtlunet.utils.atomic import read_json, write_json
+
+PLANS_VERSION = 1
+DEFAULT_PLANS = "xtlunetPlans"
+
+
+@dataclass
+class ConfigurationPlan:
+    """One configuration (2d, 3d_fullres, 3d_lowres, 3d_roi): spacing, patch, batch, network."""
+
+    name: str
+    task: str
+    dim: int
+    spacing: list[float]
+    patch_size: list[int]
+    batch_size: int
+    median_shape: list[int]
+    normalization: list[str]
+    use_mask_for_norm: list[bool]
+    architecture: dict[str, Any]
+    num_outputs: int
+    data_identifier: str
+    anisotropy_threshold: float = 3.0
+    memory_estimate_gb: float = 0.0
+    roi_mm: list[float] | None = None
+    source_config: str | None = None
+    pretrained_constraint: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def network(self) -> ArchitectureDescription:
+        """The architecture as a typed description."""
+        return ArchitectureDescription.from_json(self.architecture)
+
+    def preprocessing_key(self) -> str:
+        """A hash of everything that decides the preprocessed arrays of this configuration."""
+        keys = {"spacing": self.spacing, "normalization": self.normalization,
+                "use_mask_for_norm": self.use_mask_for_norm, "dim": self.dim,
+                "source_config": self.source_config, "anisotropy_threshold": self.anisotropy_threshold}
+        return hashlib.sha1(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Plans:
+    """Planned configurations of one dataset."""
+
+    plans_name: str
+    dataset_name: str
+    planner: str
+    task: str
+    channel_names: dict[str, str]
+    labels: dict[str, int]
+    classes: dict[str, int]
+    transpose_forward: list[int]
+    foreground_intensity_properties: dict[str, dict[str, float]]
+    configurations: dict[str, ConfigurationPlan]
+    version: int = PLANS_VERSION
+
+    @property
+    def transpose_backward(self) -> list[int]:
+        """Inverse permutation of transpose_forward."""
+        return [self.transpose_forward.index(i) for i in range(len(self.transpose_forward))]
+
+    def configuration(self, name: str) -> ConfigurationPlan:
+        """A configuration by name, or a clear error with a suggestion."""
+        if name not in self.configurations:
+            opts = list(self.configurations)
+            raise XtlunetError(f"configuration '{name}' is not in plans {self.plans_name}{did_you_mean(name, opts)}",
+                               fix=f"use one of: {', '.join(opts)}")
+        return self.configurations[name]
+
+    def identity(self) -> str:
+        """A short hash of the whole plan, stored in checkpoints to refuse mismatched plans."""
+        return hashlib.sha1(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        d = asdict(self)
+        d["configurations"] = {k: asdict(v) for k, v in self.configurations.items()}
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Plans":
+        """Inverse of to_json; refuses plans of another format version."""
+        if d.get("version") != PLANS_VERSION:
+            raise XtlunetError(f"plans version {d.get('version')} is not supported (expected {PLANS_VERSION})",
+                               fix="re-run xtlunet plan-and-preprocess")
+        confs = {k: ConfigurationPlan(**v) for k, v in d["configurations"].items()}
+        return cls(**{**{k: v for k, v in d.items() if k != "configurations"}, "configurations": confs})
+
+    def save(self, path: Path) -> None:
+        """Write atomically."""
+        write_json(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: Path) -> "Plans":
+        """Read plans.json, with a clear error when it is missing or malformed."""
+        if not path.is_file():
+            raise XtlunetError("plans file not found", path=path,
+                               fix="run 'xtlunet plan-and-preprocess' for this dataset first")
+        try:
+            return cls.from_json(read_json(path))
+        except (KeyError, TypeError) as exc:
+            raise XtlunetError(f"malformed plans file ({exc})", path=path, fix="re-run xtlunet plan-and-preprocess") from None

@@ -1,0 +1,1 @@
+"""Preprocessing: crop to non-zero, resample (anisotropy-aware), normalise, write arrays."""

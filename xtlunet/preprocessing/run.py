@@ -1,0 +1,82 @@
+"""Preprocess all cases of a dataset for one configuration (parallel, skip up-to-date, atomic writes)."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xtlunet.dataset.findings import Finding, read_findings
+from xtlunet.dataset.loading import load_case
+from xtlunet.dataset.spec import Case, DatasetSpec
+from xtlunet.plans import ConfigurationPlan, Plans
+from xtlunet.preprocessing.case import preprocess_loaded
+from xtlunet.utils.atomic import read_json, save_npy, write_json
+from xtlunet.utils.parallel import map_cases
+
+log = logging.getLogger("xtlunet")
+
+
+def source_stamp(case: Case) -> list[list[Any]]:
+    """(file, size, mtime) of a case's source files, to tell whether its arrays are up to date."""
+    files = [*case.image_files, *([case.label_file] if case.label_file else [])]
+    return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.exists()]
+
+
+def is_up_to_date(out_dir: Path, case: Case, key: str) -> bool:
+    """Whether a case's arrays exist and were made from the same sources and plan."""
+    meta = out_dir / f"{case.case_id}.json"
+    if not (meta.is_file() and (out_dir / f"{case.case_id}.npy").is_file()):
+        return False
+    try:
+        props = read_json(meta)
+    except Exception:
+        return False
+    return props.get("preprocessing_key") == key and props.get("source_stamp") == source_stamp(case)
+
+
+def _preprocess_job(args: tuple[Case, DatasetSpec, Plans, ConfigurationPlan, list[Finding], int, Path, str]) -> str:
+    """Preprocess and write one case (runs in a worker). Arrays first, the .json last as the commit mark."""
+    case, spec, plans, conf, findings, dim, out_dir, key = args
+    lc = load_case(case, spec, dim)
+    fg = [v for v in spec.label_values() if v != 0]
+    data, seg, props = preprocess_loaded(lc, plans, conf, findings, fg)
+    save_npy(out_dir / f"{case.case_id}.npy", data.astype(np.float32))
+    if seg is not None:
+        save_npy(out_dir / f"{case.case_id}_seg.npy", seg)
+    props.update(preprocessing_key=key, source_stamp=source_stamp(case), configuration=conf.name)
+    write_json(out_dir / f"{case.case_id}.json", props)
+    return case.case_id
+
+
+def preprocess_configuration(spec: DatasetSpec, plans: Plans, conf: ConfigurationPlan, out_root: Path,
+                             dim: int, num_workers: int = 1, overwrite: bool = False) -> dict[str, int]:
+    """Preprocess every training case for `conf`; returns counts of written and skipped cases."""
+    out_dir = out_root / conf.data_identifier
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key = conf.preprocessing_key()
+    cases = spec.cases("Tr")
+    findings = read_findings(spec.findings_path, spec.classes) if spec.is_classification else []
+    by_case: dict[str, list[Finding]] = {}
+    for f in findings:
+        by_case.setdefault(f.case_id, []).append(f)
+    todo = [c for c in cases if overwrite or not is_up_to_date(out_dir, c, key)]
+    _remove_stale(out_dir, {c.case_id for c in cases})
+    jobs = [(c, spec, plans, conf, by_case.get(c.case_id, []), dim, out_dir, key) for c in todo]
+    map_cases(_preprocess_job, jobs, num_workers, desc=f"preprocess {conf.name}")
+    write_json(out_dir / "configuration.json", {"configuration": conf.name, "preprocessing_key": key,
+                                                "cases": [c.case_id for c in cases]})
+    return {"written": len(todo), "skipped": len(cases) - len(todo)}
+
+
+def _remove_stale(out_dir: Path, keep: set[str]) -> None:
+    """Remove arrays of cases no longer in the dataset and temp files left by a killed run."""
+    for f in out_dir.iterdir():
+        if f.name.startswith(".") and ".partial" in f.name:
+            f.unlink(missing_ok=True)
+        elif f.suffix in (".npy", ".json") and f.name != "configuration.json":
+            cid = f.name[: -len(f.suffix)].removesuffix("_seg")
+            if cid not in keep:
+                os.remove(f)
