@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,22 @@ def read_findings(path: Path, classes: dict[str, int]) -> list[Finding]:
     """Parse findings.csv; labels may be class names or integers; empty patient_id → the case id."""
     if not path.is_file():
         raise XtlunetError("findings file is missing", path=path, fix="create it or fix \"findings\" in dataset.json")
-    with open(path, newline="") as fh:
+    try:
+        out = _read_rows(path, classes)
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise XtlunetError(f"findings.csv is not a readable UTF-8 CSV file ({exc})", path=path,
+                           fix=f"save it as plain UTF-8 CSV with the header {','.join(COLUMNS)}") from None
+    if not out:
+        raise XtlunetError("findings.csv has no rows", path=path, fix="add one row per finding")
+    dup = sorted(k for k, n in Counter(f.key for f in out).items() if n > 1)
+    if dup:
+        raise XtlunetError(f"duplicate finding ids {', '.join(dup[:3])}", path=path, fix="make case_id/finding_id unique")
+    return out
+
+
+def _read_rows(path: Path, classes: dict[str, int]) -> list[Finding]:
+    """Parse the header and every row of findings.csv."""
+    with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         header = [h.strip() for h in (reader.fieldnames or [])]
         missing = [c for c in COLUMNS if c not in header and c not in ("x", "y", "z", "patient_id")]
@@ -38,18 +54,10 @@ def read_findings(path: Path, classes: dict[str, int]) -> list[Finding]:
         if missing:
             raise XtlunetError(f"findings.csv lacks columns {', '.join(missing)}", path=path,
                                fix=f"the header must be: {','.join(COLUMNS)}")
-        out: list[Finding] = []
         values = set(classes.values())
-        for line, row in enumerate(reader, start=2):
-            row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
-            out.append(_parse_row(row, line, path, classes, values))
-    if not out:
-        raise XtlunetError("findings.csv has no rows", path=path, fix="add one row per finding")
-    keys = [f.key for f in out]
-    dup = sorted({k for k in keys if keys.count(k) > 1})
-    if dup:
-        raise XtlunetError(f"duplicate finding ids {', '.join(dup[:3])}", path=path, fix="make case_id/finding_id unique")
-    return out
+        return [_parse_row({k.strip(): (v or "").strip() for k, v in row.items() if isinstance(k, str)},
+                           line, path, classes, values)
+                for line, row in enumerate(reader, start=2)]
 
 
 def _parse_row(row: dict[str, str], line: int, path: Path, classes: dict[str, int], values: set[int]) -> Finding:
