@@ -173,6 +173,9 @@ class DefaultPlanner:
             topo = self.fit(spacing.tolist(), low_shape, patch, "segmentation", rules.batch_size_cap(patch, low_shape, n))
             if np.prod(topo.patch) / np.prod(low_shape) >= 0.25:
                 break
+        if np.prod(low_shape) > 0.5 * np.prod(shape):
+            log.info("3d_lowres not planned: its median image keeps > 50 %% of the full-resolution voxels")
+            return None
         conf = self._configuration("3d_lowres", spacing.tolist(), low_shape, topo, "segmentation")
         conf.notes.append("cascade stage 1: resampled to a coarser spacing so the patch covers ≥ 25 % of the image")
         return conf

@@ -1,6 +1,7 @@
 """Reading and writing images with their exact geometry (SimpleITK: NIfTI, MHA, NRRD, PNG, DICOM)."""
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -30,18 +31,28 @@ def geometry_of(img: sitk.Image) -> Geometry:
                     shape=tuple(int(s) for s in img.GetSize()[::-1]))
 
 
-def read_sitk(path: str | Path, expected_ndim: int | None = None) -> sitk.Image:
-    """Read an image with SimpleITK, turning every failure into an XtlunetError naming the file."""
-    path = Path(path)
+def _check_file(path: Path) -> None:
+    """Refuse a missing or zero-byte file with a clear error."""
     if not path.is_file():
         raise XtlunetError("image file not found", path=path, fix="check the file name and the dataset's file_ending")
     if path.stat().st_size == 0:
         raise XtlunetError("image file is empty (0 bytes)", path=path, fix="re-export or re-copy the file")
+
+
+def _itk_message(exc: BaseException) -> str:
+    """The last line of an ITK exception, shortened."""
+    text = str(exc).strip()
+    return text.splitlines()[-1][:160] if text else "unreadable"
+
+
+def read_sitk(path: str | Path, expected_ndim: int | None = None) -> sitk.Image:
+    """Read an image with SimpleITK, turning every failure into an XtlunetError naming the file."""
+    path = Path(path)
+    _check_file(path)
     try:
         img = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else "unreadable"
-        raise XtlunetError(f"cannot read image ({first})", path=path,
+        raise XtlunetError(f"cannot read image ({_itk_message(exc)})", path=path,
                            fix="check the file is a complete, valid image (re-export or re-copy it)") from None
     if img.GetNumberOfComponentsPerPixel() > 1:
         if img.GetDimension() == 2 and img.GetNumberOfComponentsPerPixel() in (3, 4):
@@ -67,15 +78,62 @@ def _rgb_to_gray(img: sitk.Image) -> sitk.Image:
     return gray
 
 
+def is_nifti(path: str | Path) -> bool:
+    """Whether a path is a NIfTI file (.nii or .nii.gz)."""
+    return file_ending(path) in (".nii", ".nii.gz")
+
+
+def _nifti_voxels(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """Voxels of a NIfTI file via nibabel, which keeps NaN/Inf and notices truncation (ITK reads both as 0)."""
+    import nibabel as nib
+    from nibabel.filebasedimages import ImageFileError
+
+    try:
+        arr = np.asanyarray(nib.load(str(path)).dataobj)
+    except (EOFError, OSError, ValueError, zlib.error, ImageFileError) as exc:
+        raise XtlunetError(f"truncated or corrupt NIfTI file ({str(exc)[:120]})", path=path,
+                           fix="re-export or re-copy the complete file") from None
+    return np.ascontiguousarray(arr.reshape(shape[::-1]).T)
+
+
+def _nifti_header(path: Path, expected_ndim: int | None) -> Geometry | None:
+    """Geometry of a single-component NIfTI file from its header alone (None for multi-component files)."""
+    _check_file(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise XtlunetError(f"cannot read image header ({_itk_message(exc)})", path=path,
+                           fix="check the file is a complete, valid image (re-export or re-copy it)") from None
+    if reader.GetNumberOfComponents() != 1:
+        return None
+    n = reader.GetDimension()
+    spacing, origin, size = reader.GetSpacing(), reader.GetOrigin(), reader.GetSize()
+    direction = np.asarray(reader.GetDirection()).reshape(n, n)
+    if n == 3 and size[2] == 1 and expected_ndim == 2:
+        n, spacing, origin, size, direction = 2, spacing[:2], origin[:2], size[:2], direction[:2, :2]
+    if expected_ndim is not None and n != expected_ndim:
+        raise XtlunetError(f"image is {n}D but {expected_ndim}D was expected", path=path,
+                           fix=f"store each channel as its own {expected_ndim}D file")
+    return Geometry(tuple(float(v) for v in spacing[::-1]), tuple(float(v) for v in origin),
+                    tuple(float(v) for v in direction.ravel()), tuple(int(v) for v in size[::-1]))
+
+
 def read_image(path: str | Path, expected_ndim: int | None = None, check_finite: bool = True) -> tuple[np.ndarray, Geometry]:
-    """Read one image: (array in numpy order, float32 unless integer-typed, geometry)."""
-    img = read_sitk(path, expected_ndim)
-    arr = sitk.GetArrayFromImage(img)
+    """Read one image: (array in numpy order (z, y, x), geometry); NIfTI voxels come through nibabel."""
+    path = Path(path)
+    geo = _nifti_header(path, expected_ndim) if is_nifti(path) else None
+    if geo is not None:
+        arr = _nifti_voxels(path, geo.shape)
+    else:
+        img = read_sitk(path, expected_ndim)
+        arr, geo = sitk.GetArrayFromImage(img), geometry_of(img)
     if check_finite and arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
         n = int((~np.isfinite(arr)).sum())
         raise XtlunetError(f"image contains {n} NaN/Inf voxels", path=path,
                            fix="replace non-finite values (e.g. with 0) before planning")
-    return arr, geometry_of(img)
+    return arr, geo
 
 
 def to_sitk(array: np.ndarray, geometry: Geometry) -> sitk.Image:

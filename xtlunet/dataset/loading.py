@@ -8,7 +8,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from xtlunet.dataset.geometry import Geometry
-from xtlunet.dataset.io import geometry_of, read_sitk
+from xtlunet.dataset.io import read_image, to_sitk
 from xtlunet.dataset.spec import Case, DatasetSpec
 from xtlunet.errors import XtlunetError
 
@@ -29,49 +29,40 @@ class LoadedCase:
 
 def load_case(case: Case, spec: DatasetSpec, ndim: int | None = None, with_label: bool = True) -> LoadedCase:
     """Read a case's channels (and label); channels on other grids are resampled onto channel 0's."""
-    images = [read_sitk(f, ndim) for f in case.image_files]
-    ref = images[0]
-    ref_geo = geometry_of(ref)
     arrays, geos, notes = [], [], []
-    for c, (img, path) in enumerate(zip(images, case.image_files)):
-        geo = geometry_of(img)
+    for c, path in enumerate(case.image_files):
+        arr, geo = read_image(path, ndim)
+        ref = geos[0] if geos else geo
         geos.append(geo)
-        if geo.ndim != ref_geo.ndim:
-            raise XtlunetError(f"channel {c} is {geo.ndim}D but channel 0 is {ref_geo.ndim}D", path=path,
+        if geo.ndim != ref.ndim:
+            raise XtlunetError(f"channel {c} is {geo.ndim}D but channel 0 is {ref.ndim}D", path=path,
                                fix="store every channel of a case with the same dimension")
-        if c > 0 and not geo.same_grid(ref_geo):
+        if c > 0 and not geo.same_grid(ref):
             if not spec.is_classification:
-                raise XtlunetError(f"channel {c} lies on another grid than channel 0 ({'; '.join(geo.mismatch(ref_geo))})",
+                raise XtlunetError(f"channel {c} lies on another grid than channel 0 ({'; '.join(geo.mismatch(ref))})",
                                    path=path, fix="resample the channels onto one grid (allowed only for classification datasets)")
-            img = resample_onto(img, ref)
+            arr = resample_onto(arr, geo, ref)
             notes.append(f"{case.case_id}: channel {c} ({spec.channel_names[c]}) resampled from spacing "
-                         f"{tuple(round(s, 3) for s in geo.spacing)} onto channel 0's grid {tuple(round(s, 3) for s in ref_geo.spacing)}")
-        arr = sitk.GetArrayFromImage(img).astype(np.float32, copy=False)
-        if not np.all(np.isfinite(arr)):
-            raise XtlunetError(f"image contains {int((~np.isfinite(arr)).sum())} NaN/Inf voxels", path=path,
-                               fix="replace non-finite values (e.g. with 0)")
-        arrays.append(arr)
+                         f"{tuple(round(s, 3) for s in geo.spacing)} onto channel 0's grid {tuple(round(s, 3) for s in ref.spacing)}")
+        arrays.append(arr.astype(np.float32, copy=False))
     seg = None
     if with_label and case.label_file is not None:
-        seg = _load_label(case, spec, ref_geo, ndim)
+        seg = _load_label(case, spec, geos[0], ndim)
     for n in notes:
         log.info(n)
-    return LoadedCase(case.case_id, np.stack(arrays), ref_geo, seg, geos, notes)
+    return LoadedCase(case.case_id, np.stack(arrays), geos[0], seg, geos, notes)
 
 
 def _load_label(case: Case, spec: DatasetSpec, ref_geo: Geometry, ndim: int | None) -> np.ndarray:
     """Read and validate the label map of a case."""
     path = case.label_file
-    img = read_sitk(path, ndim)
-    geo = geometry_of(img)
+    arr, geo = read_image(path, ndim)
     bad = geo.mismatch(ref_geo)
     if bad:
         raise XtlunetError(f"label does not match its image: {'; '.join(bad)}", path=path,
                            fix="save the label with the image's geometry (same shape, spacing, origin, direction)")
-    arr = sitk.GetArrayFromImage(img)
-    if arr.dtype.kind == "f":
-        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            raise XtlunetError("label map has non-integer values", path=path, fix="store labels as integers")
+    if arr.dtype.kind == "f" and not np.all(arr == np.round(arr)):
+        raise XtlunetError("label map has non-integer values", path=path, fix="store labels as integers")
     seg = arr.astype(np.int16)
     unknown = sorted(set(np.unique(seg).tolist()) - set(spec.label_values()))
     if unknown:
@@ -80,6 +71,8 @@ def _load_label(case: Case, spec: DatasetSpec, ref_geo: Geometry, ndim: int | No
     return seg
 
 
-def resample_onto(img: sitk.Image, reference: sitk.Image, interpolator: int = sitk.sitkLinear) -> sitk.Image:
-    """Resample `img` onto `reference`'s grid (world-space aware; zeros outside)."""
-    return sitk.Resample(img, reference, sitk.Transform(), interpolator, 0.0, sitk.sitkFloat32)
+def resample_onto(arr: np.ndarray, geo: Geometry, ref: Geometry) -> np.ndarray:
+    """Resample an array lying on `geo` onto the grid `ref` (linear, world-space aware; zeros outside)."""
+    out = sitk.Resample(to_sitk(arr.astype(np.float32, copy=False), geo), to_sitk(np.zeros(ref.shape, np.float32), ref),
+                        sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(out)

@@ -107,7 +107,11 @@ class DatasetSpec:
             if "classes" not in d or "findings" not in d:
                 raise XtlunetError("a classification dataset.json needs \"classes\" and \"findings\"", path=path,
                                    fix="add \"classes\": {\"benign\": 0, \"malignant\": 1} and \"findings\": \"findings.csv\"")
-            classes = {str(k): int(v) for k, v in d["classes"].items()}
+            try:
+                classes = {str(k): int(v) for k, v in d["classes"].items()}
+            except (AttributeError, TypeError, ValueError):
+                raise XtlunetError("\"classes\" must map class names to integers", path=path,
+                                   fix="e.g. \"classes\": {\"benign\": 0, \"malignant\": 1}") from None
             if sorted(classes.values()) != list(range(len(classes))) or len(classes) < 2:
                 raise XtlunetError("\"classes\" values must be 0..K-1 with K ≥ 2", path=path, fix="number classes from 0")
             findings = str(d["findings"])
