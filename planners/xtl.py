@@ -45,7 +45,7 @@ class XTLPlanner(DefaultPlanner):
         self.source, self.source_info = pretrained_description(pretrained)
 
     def architecture(self, spacing: list[float], patch: list[int]) -> ArchitectureDescription:
-        """The source's stages and widths; per-axis strides and depth kernels planned from the spacing."""
+        """The source's stages and widths; per-axis strides and depth kernels (1 or cubic) planned from the spacing."""
         src = self.source
         dim = len(spacing)
         cur_sp = np.asarray(spacing, float)
@@ -61,9 +61,10 @@ class XTLPlanner(DefaultPlanner):
                 stride.append(2 if pool else 1)
             cur_sp = cur_sp * np.asarray(stride)
             cur_sz = cur_sz / np.asarray(stride)
-            depth_k = [3 if cur_sp[a] / cur_sp[dim - 2:].min() < 2 else 1 for a in range(dim - 2)]
+            k = list(src.kernel_sizes[i])
+            depth_k = [k[0] if cur_sp[a] / cur_sp[dim - 2:].min() < 2 else 1 for a in range(dim - 2)]
             strides.append(stride)
-            kernels.append(depth_k + list(src.kernel_sizes[i]))
+            kernels.append(depth_k + k)
         return ArchitectureDescription(family=src.family, dim=dim, in_channels=self.spec.num_channels,
                                        widths=list(src.widths), strides=strides, kernel_sizes=kernels,
                                        blocks=list(src.blocks), norm=self.norm)
@@ -73,5 +74,6 @@ class XTLPlanner(DefaultPlanner):
         return {**self.source_info, "family": self.source.family, "widths": list(self.source.widths),
                 "blocks": list(self.source.blocks), "in_plane_kernels": [k[-2:] for k in self.source.kernel_sizes],
                 "depth_axis": 0,
-                "rule": "stages, widths, blocks and in-plane kernels copied from the 2D encoder; depth kernels "
-                        "(1 or 3) and per-axis strides planned from the spacing"}
+                "rule": "stages, widths, blocks and in-plane kernels copied from the 2D encoder; per stage a depth "
+                        "kernel of 1 (exact copy) or the in-plane size (cubic: inflate, center and acs all apply) "
+                        "and per-axis strides planned from the spacing"}

@@ -112,7 +112,7 @@ def test_xtl_planner_matches_encoder(examples, capsys):
     arch = conf.network()
     assert arch.family == "resnet18" and arch.widths == [64, 64, 128, 256, 512] and arch.dim == 3
     assert [k[1:] for k in arch.kernel_sizes] == [[7, 7], [3, 3], [3, 3], [3, 3], [3, 3]]
-    assert all(k[0] in (1, 3) for k in arch.kernel_sizes)
+    assert all(k[0] in (1, k[1]) for k in arch.kernel_sizes)
     assert conf.pretrained_constraint["family"] == "resnet18" and "rule" in conf.pretrained_constraint
     assert "constrained by 2D encoder resnet18" in out
 

@@ -32,6 +32,47 @@ def _cmd_plan(a: argparse.Namespace) -> None:
     print(plans_summary(plans))
 
 
+def _cmd_pretrain(a: argparse.Namespace) -> None:
+    """xtlunet pretrain-2d."""
+    from xtlunet.dataset.spec import find_dataset
+    from xtlunet.paths import raw_root
+    from xtlunet.trainers.pretrain2d import PretrainConfig, Pretrainer2D
+
+    out = Path(a.o)
+    if out.is_dir():
+        from xtlunet.errors import XtlunetError
+
+        raise XtlunetError("-o must be a file path, not a folder", path=out, fix="e.g. -o mammo_resnet18.pth")
+    cfg = PretrainConfig(dataset_root=find_dataset(a.d, raw_root()), arch=a.arch, output=out, task=a.task,
+                         init=Path(a.init) if a.init else None, epochs=a.epochs, iters_per_epoch=a.iters_per_epoch,
+                         batch_size=a.batch_size, input_size=a.input_size, max_side=a.max_side, lr=a.lr,
+                         val_fraction=a.val_fraction, device=a.device, seed=a.seed, num_workers=a.np)
+    prov = Pretrainer2D(cfg).run()
+    print(f"wrote {out}: {prov['metric']} final {prov['final_metric']:.3f}, best {prov['best_metric']:.3f} "
+          f"after {prov['epochs']} epochs × {prov['iters_per_epoch']} iterations")
+
+
+def _add_pretrain(sub: argparse._SubParsersAction) -> None:
+    """Arguments of `pretrain-2d`."""
+    p = sub.add_parser("pretrain-2d", help="train a 2D network on mammograms (or any 2D images) for XTL")
+    p.add_argument("-d", required=True, help="2D dataset id or name")
+    p.add_argument("--arch", default="resnet18", help="plain | resnet18 | resnet34 | resnet50 | vgg16_bn")
+    p.add_argument("--task", default="classification", help="classification (whole-image labels) or segmentation")
+    p.add_argument("--init", default=None, help="local torchvision-format state dict to start from (e.g. ImageNet)")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--iters-per-epoch", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--input-size", type=int, nargs=2, default=None, help="H W (default: planned from the images)")
+    p.add_argument("--max-side", type=int, default=256, help="longer side of the planned input size")
+    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-np", type=int, default=1, help="worker processes for loading images")
+    p.add_argument("-o", required=True, help="output checkpoint (.pth)")
+    p.set_defaults(func=_cmd_pretrain)
+
+
 def _add_example(sub: argparse._SubParsersAction) -> None:
     """Arguments of `example`."""
     p = sub.add_parser("example", help="write a built-in synthetic dataset (brain-ms, prostate, mammo)")
@@ -58,7 +99,7 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_plan)
 
 
-COMMANDS = [_add_example, _add_plan]
+COMMANDS = [_add_example, _add_plan, _add_pretrain]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,258 @@
+"""Pretrainer2D: the mammogram stage (`xtlunet pretrain-2d`), a 2D classifier or segmenter whose encoder XTL carries into 3D."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from tqdm import tqdm
+
+import xtlunet
+from xtlunet.dataset.spec import DatasetSpec
+from xtlunet.errors import XtlunetError, look_up_option
+from xtlunet.networks.build import build_network
+from xtlunet.networks.description import FAMILIES, ArchitectureDescription, family_description
+from xtlunet.planners import rules
+from xtlunet.pretrain.data import NORMALIZATION, ImageSet, load_image_set, validation_split
+from xtlunet.training.augmentation import build_augmentation
+from xtlunet.training.checkpoint import save_checkpoint
+from xtlunet.training.device import autocast, pick_device, seed_everything
+from xtlunet.training.losses import DeepSupervisionLoss, DiceCELoss, classification_loss, downsample_targets
+from xtlunet.training.metrics import auc, confusion_counts, pseudo_dice
+from xtlunet.training.optim import set_poly_lr, sgd
+from xtlunet.training.progress import Progress
+
+log = logging.getLogger("xtlunet")
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class PretrainConfig:
+    """Everything `pretrain-2d` needs; the CLI fills it from its arguments."""
+
+    dataset_root: Path
+    arch: str
+    output: Path
+    task: str = "classification"
+    init: Path | None = None
+    epochs: int = 20
+    iters_per_epoch: int = 50
+    batch_size: int = 16
+    input_size: list[int] | None = None
+    max_side: int = 256
+    lr: float = 1e-2
+    val_fraction: float = 0.2
+    device: str = "auto"
+    seed: int = 0
+    num_workers: int = 1
+
+
+def image_shapes(spec: DatasetSpec) -> np.ndarray:
+    """(N, 2) shapes of the training images, from headers only."""
+    shapes = []
+    for case in spec.cases("Tr"):
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(case.image_files[0]))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            raise XtlunetError("cannot read image header", path=case.image_files[0], fix="re-export the image") from None
+        shapes.append(list(reader.GetSize()[:2])[::-1])
+    return np.array(shapes)
+
+
+def check_pretraining_dataset(spec: DatasetSpec, task: str) -> None:
+    """Refuse a 3D dataset, or one without the labels the task needs."""
+    from xtlunet.dataset.integrity import dataset_dimension
+
+    if dataset_dimension(spec) != 2:
+        raise XtlunetError(f"pretrain-2d needs a 2D dataset; {spec.name} is 3D", path=spec.json_path,
+                           fix="point -d at a 2D dataset (e.g. 'xtlunet example mammo')")
+    if task == "classification" and not spec.is_classification:
+        raise XtlunetError("classification pretraining needs whole-image labels", path=spec.json_path,
+                           fix="add \"task\": \"classification\", \"classes\" and a findings.csv, or use --task segmentation")
+    if task == "segmentation" and not (spec.root / "labelsTr").is_dir():
+        raise XtlunetError("segmentation pretraining needs masks", path=spec.root / "labelsTr", fix="add 2D masks to labelsTr")
+
+
+def planned_input_size(shapes: np.ndarray, max_side: int, divisor: int) -> list[int]:
+    """Median aspect ratio, longer side ≤ max_side, both sides multiples of the network's stride."""
+    med = np.median(shapes, axis=0)
+    scale = min(1.0, max_side / med.max())
+    return [int(max(divisor, round(s * scale / divisor) * divisor)) for s in med]
+
+
+def description_2d(arch: str, in_channels: int, size: list[int]) -> ArchitectureDescription:
+    """The 2D encoder description for a family (plain: planned for the input size, nnU-Net-like)."""
+    look_up_option(arch, FAMILIES, "architecture")
+    if arch != "plain":
+        return family_description(arch, 2, in_channels)
+    strides, kernels = rules.pooling_plan([1.0, 1.0], size, 6)
+    return ArchitectureDescription("plain", 2, in_channels, rules.stage_widths(len(strides), 512), strides,
+                                   kernels, [2] * len(strides), norm="instance")
+
+
+class Pretrainer2D:
+    """Trains a 2D network on a 2D dataset; writes a checkpoint that the XTL planner and trainers read."""
+
+    def __init__(self, cfg: PretrainConfig) -> None:
+        look_up_option(cfg.task, ("classification", "segmentation"), "task")
+        self.cfg = cfg
+        self.spec = DatasetSpec.load(cfg.dataset_root)
+        check_pretraining_dataset(self.spec, cfg.task)
+        self.device = pick_device(cfg.device)
+        if cfg.init is not None and not Path(cfg.init).is_file():
+            raise XtlunetError("--init checkpoint not found (nothing is downloaded)", path=cfg.init,
+                               fix="give a local torchvision-format state dict, e.g. saved from torchvision.models")
+        seed_everything(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        probe = description_2d(cfg.arch, self.spec.num_channels, [cfg.max_side, cfg.max_side])
+        divisor = int(np.prod([s[0] for s in probe.strides]))
+        self.size = cfg.input_size or planned_input_size(image_shapes(self.spec), cfg.max_side, divisor)
+        if any(s % divisor for s in self.size):
+            raise XtlunetError(f"--input-size {self.size} is not divisible by the network's stride {divisor}",
+                               fix=f"use multiples of {divisor}")
+        self.desc = description_2d(cfg.arch, self.spec.num_channels, self.size)
+        self.num_classes = len(self.spec.classes) if cfg.task == "classification" else len(self.spec.label_values())
+        self.net = build_network(self.desc, cfg.task, self.num_classes).to(self.device)
+        self.init_report = self._initialise()
+        self.progress = Progress(cfg.output.with_name(cfg.output.stem + "_training_log.txt"),
+                                 cfg.output.with_name(cfg.output.stem + "_progress.png"),
+                                 "val_auc" if cfg.task == "classification" else "val_dice")
+
+    def _initialise(self) -> str | None:
+        """Load the --init (e.g. ImageNet) weights into the encoder; returns the transfer summary."""
+        if self.cfg.init is None:
+            return None
+        from xtlunet.transfer.apply import transfer_weights
+
+        report = transfer_weights(Path(self.cfg.init), self.net, mode="inflate", min_encoder_coverage=0.9,
+                                  source_family=self.cfg.arch if self.cfg.arch != "plain" else None)
+        log.info(report.summary())
+        return report.summary()
+
+    # ---- batches ----
+    def _sample(self, data: ImageSet) -> np.ndarray:
+        """Batch indices: class-balanced for classification, half with foreground for segmentation."""
+        n, b = len(data.case_ids), self.cfg.batch_size
+        if data.labels is not None:
+            classes = np.unique(data.labels)
+            picks = self.rng.choice(classes, b)
+            return np.array([self.rng.choice(np.flatnonzero(data.labels == c)) for c in picks])
+        fg = np.flatnonzero(data.masks.reshape(n, -1).max(1) > 0)
+        idx = self.rng.integers(0, n, b)
+        if len(fg):
+            half = self.rng.random(b) < 0.5
+            idx[half] = self.rng.choice(fg, half.sum())
+        return idx
+
+    def _batch(self, data: ImageSet, idx: np.ndarray, augment: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """An augmented batch as tensors on the device."""
+        x = data.images[idx].astype(np.float32)
+        seg = None if data.masks is None else data.masks[idx][:, None].astype(np.float32)
+        out = augment(data=x, seg=seg) if seg is not None else augment(data=x)
+        xt = torch.from_numpy(np.ascontiguousarray(out["data"])).float().to(self.device)
+        if seg is None:
+            return xt, torch.from_numpy(data.labels[idx]).long().to(self.device)
+        return xt, torch.from_numpy(np.ascontiguousarray(out["seg"][:, 0])).long().to(self.device)
+
+    def _loss(self) -> torch.nn.Module:
+        """Cross-entropy (classification) or deep-supervised Dice + CE (segmentation)."""
+        if self.cfg.task == "classification":
+            return classification_loss()
+        return DeepSupervisionLoss(DiceCELoss(), len(self.net.deep_supervision_scales()))
+
+    def _targets(self, y: torch.Tensor) -> Any:
+        """Targets per deep-supervision scale for segmentation; labels for classification."""
+        if self.cfg.task == "classification":
+            return y
+        return downsample_targets(y, self.net.deep_supervision_scales())
+
+    # ---- loop ----
+    def run(self) -> dict[str, Any]:
+        """Load data, train, validate every epoch, write the checkpoint; returns the provenance."""
+        cfg = self.cfg
+        data = load_image_set(self.spec, cfg.task, self.size, cfg.num_workers)
+        tr_idx, va_idx = validation_split(data, cfg.val_fraction, cfg.seed)
+        train, val = data.subset(tr_idx), data.subset(va_idx)
+        self.progress.message(f"pretrain-2d {cfg.arch} ({cfg.task}) on {self.spec.name}: {len(tr_idx)} train / "
+                              f"{len(va_idx)} validation images of {self.size}, device {self.device}")
+        if self.init_report:
+            self.progress.message(self.init_report)
+        augment = build_augmentation(self.size, with_seg=cfg.task == "segmentation")
+        loss_fn = self._loss().to(self.device)
+        opt = sgd(self.net.parameters(), lr=cfg.lr)
+        total, step = cfg.epochs * cfg.iters_per_epoch, 0
+        for epoch in range(cfg.epochs):
+            t0 = time.time()
+            self.net.train()
+            losses = []
+            for _ in tqdm(range(cfg.iters_per_epoch), desc=f"epoch {epoch}", unit="it", leave=False):
+                lr = set_poly_lr(opt, step, total)
+                x, y = self._batch(train, self._sample(train), augment)
+                with autocast(self.device):
+                    loss = loss_fn(self.net(x), self._targets(y))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.net.parameters(), 12)
+                opt.step()
+                losses.append(float(loss.detach()))
+                step += 1
+            val_loss, metric = self.validate(val, loss_fn)
+            line = self.progress.add({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
+                                      "metric": metric, "lr": lr, "epoch_time": time.time() - t0})
+            log.info(line)
+        return self.save(len(tr_idx), len(va_idx))
+
+    @torch.no_grad()
+    def validate(self, val: ImageSet, loss_fn: torch.nn.Module) -> tuple[float, float]:
+        """Validation loss and AUC (classification) or foreground Dice (segmentation), no augmentation."""
+        self.net.eval()
+        losses, probs, counts = [], [], 0
+        for start in range(0, len(val.case_ids), self.cfg.batch_size):
+            sl = slice(start, start + self.cfg.batch_size)
+            x = torch.from_numpy(val.images[sl]).float().to(self.device)
+            with autocast(self.device):
+                out = self.net(x)
+            if self.cfg.task == "classification":
+                y = torch.from_numpy(val.labels[sl]).long().to(self.device)
+                losses.append(float(loss_fn(out.float(), y)))
+                probs.append(torch.softmax(out.float(), 1).cpu().numpy())
+            else:
+                y = torch.from_numpy(val.masks[sl]).long().to(self.device)
+                losses.append(float(loss_fn(out.float(), [y])))
+                pred = out.argmax(1).cpu().numpy()
+                counts = counts + confusion_counts(pred, val.masks[sl], list(range(1, self.num_classes)))
+        if self.cfg.task == "classification":
+            return float(np.mean(losses)), auc(val.labels, np.concatenate(probs))
+        return float(np.mean(losses)), float(np.nanmean(pseudo_dice(*counts)))
+
+    def save(self, n_train: int, n_val: int) -> dict[str, Any]:
+        """Write the checkpoint: weights, architecture, normalisation, provenance, format version."""
+        metric = self.progress.metric_name
+        hist = [r["metric"] for r in self.progress.records]
+        provenance = {
+            "dataset": self.spec.name, "task": self.cfg.task, "epochs": self.cfg.epochs,
+            "iters_per_epoch": self.cfg.iters_per_epoch, "batch_size": self.cfg.batch_size,
+            "train_images": n_train, "val_images": n_val, "init": str(self.cfg.init) if self.cfg.init else None,
+            "init_report": self.init_report, "metric": metric, "metric_history": hist,
+            "final_metric": hist[-1] if hist else float("nan"),
+            "best_metric": float(np.nanmax(hist)) if hist and not np.all(np.isnan(hist)) else float("nan"),
+            "xtlunet_version": xtlunet.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.cfg).items()},
+        }
+        state = {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
+        save_checkpoint(self.cfg.output, {
+            "format_version": CHECKPOINT_FORMAT, "state_dict": state, "architecture": self.desc.to_json(),
+            "task": self.cfg.task, "num_classes": self.num_classes,
+            "classes": dict(self.spec.classes) if self.cfg.task == "classification" else dict(self.spec.labels),
+            "normalization": {"method": NORMALIZATION, "input_size": list(self.size),
+                              "channels": {str(k): v for k, v in self.spec.channel_names.items()}},
+            "provenance": provenance})
+        self.progress.message(f"checkpoint written: {self.cfg.output}")
+        return provenance

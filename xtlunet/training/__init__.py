@@ -1,0 +1,1 @@
+"""Training parts: augmentation, losses, metrics, optimisation, progress log and checkpoints."""

@@ -1,0 +1,62 @@
+"""Losses: Dice + cross-entropy with deep supervision (segmentation), cross-entropy (classification)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
+    """1 − mean soft Dice over foreground classes, computed over the whole batch (nnU-Net's batch Dice)."""
+    probs = torch.softmax(logits.float(), 1)
+    valid = (target >= 0).unsqueeze(1)
+    onehot = F.one_hot(target.clamp_min(0).long(), logits.shape[1]).movedim(-1, 1).float()
+    probs, onehot = probs * valid, onehot * valid
+    axes = [0, *range(2, logits.ndim)]
+    inter = (probs * onehot).sum(axes)
+    denom = probs.sum(axes) + onehot.sum(axes)
+    dice = (2 * inter + smooth) / (denom + smooth).clamp_min(1e-8)
+    return 1 - dice[1:].mean() if logits.shape[1] > 1 else 1 - dice.mean()
+
+
+class DiceCELoss(nn.Module):
+    """Soft Dice + cross-entropy on one output; voxels labelled −1 (outside the image) are ignored."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Loss for logits (B, C, ...) and integer target (B, ...)."""
+        ce = F.cross_entropy(logits.float(), target.long(), ignore_index=-1)
+        return ce + soft_dice_loss(logits, target)
+
+
+class DeepSupervisionLoss(nn.Module):
+    """A loss over each deep-supervision output, weights halving per scale (normalised to sum 1)."""
+
+    def __init__(self, loss: nn.Module, num_outputs: int) -> None:
+        super().__init__()
+        self.loss = loss
+        w = torch.tensor([0.5 ** i for i in range(num_outputs)])
+        self.register_buffer("weights", w / w.sum(), persistent=False)
+
+    def forward(self, outputs: Sequence[torch.Tensor] | torch.Tensor, targets: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Weighted sum over scales; outputs and targets full resolution first."""
+        if isinstance(outputs, torch.Tensor):
+            return self.loss(outputs, targets[0])
+        return sum(w * self.loss(o, t) for w, o, t in zip(self.weights, outputs, targets))
+
+
+def downsample_targets(seg: torch.Tensor, scales: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+    """Targets for each deep-supervision scale (nearest), seg (B, ...) integer."""
+    out = []
+    for s in scales:
+        if all(v == 1 for v in s):
+            out.append(seg)
+        else:
+            out.append(seg[(slice(None),) + tuple(slice(None, None, v) for v in s)])
+    return out
+
+
+def classification_loss(label_smoothing: float = 0.0) -> nn.Module:
+    """Cross-entropy with optional label smoothing."""
+    return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
