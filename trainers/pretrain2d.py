@@ -21,6 +21,7 @@ from xtlunet.planners import rules
 from xtlunet.pretrain.data import NORMALIZATION, ImageSet, load_image_set, validation_split
 from xtlunet.training.augmentation import build_augmentation
 from xtlunet.training.checkpoint import save_checkpoint
+from xtlunet.transfer.checkpoint import FORMAT_VERSION
 from xtlunet.training.device import autocast, pick_device, seed_everything
 from xtlunet.training.losses import DeepSupervisionLoss, DiceCELoss, classification_loss, downsample_targets
 from xtlunet.training.metrics import auc, confusion_counts, pseudo_dice
@@ -28,7 +29,6 @@ from xtlunet.training.optim import set_poly_lr, sgd
 from xtlunet.training.progress import Progress
 
 log = logging.getLogger("xtlunet")
-CHECKPOINT_FORMAT = 1
 
 
 @dataclass
@@ -248,7 +248,7 @@ class Pretrainer2D:
         }
         state = {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
         save_checkpoint(self.cfg.output, {
-            "format_version": CHECKPOINT_FORMAT, "state_dict": state, "architecture": self.desc.to_json(),
+            "format_version": FORMAT_VERSION, "state_dict": state, "architecture": self.desc.to_json(),
             "task": self.cfg.task, "num_classes": self.num_classes,
             "classes": dict(self.spec.classes) if self.cfg.task == "classification" else dict(self.spec.labels),
             "normalization": {"method": NORMALIZATION, "input_size": list(self.size),

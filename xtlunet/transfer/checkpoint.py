@@ -1,15 +1,13 @@
 """Read a state dict from a checkpoint file with `weights_only=True` and nothing else."""
 from __future__ import annotations
 
-import pickle
-import re
 from pathlib import Path
 from typing import Any, Mapping
 
-import torch
 from torch import Tensor
 
 from xtlunet.errors import XtlunetError
+from xtlunet.utils.torch_io import safe_torch_load
 
 FORMAT_VERSION = 1  # our pretrain-2d checkpoint: {'format_version', 'state_dict', 'architecture', ...}
 STATE_DICT_KEYS = ("state_dict", "network_weights", "model")  # ours / nnU-Net / common training scripts
@@ -17,24 +15,7 @@ STATE_DICT_KEYS = ("state_dict", "network_weights", "model")  # ours / nnU-Net /
 
 def load_checkpoint_state(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Load (state dict, meta) from a checkpoint; meta holds every other top-level field."""
-    path = Path(path)
-    if not path.is_file():
-        raise XtlunetError("checkpoint not found", path=path,
-                           fix="check the path (a pretrain-2d output or a .pth state dict)")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"GLOBAL (\S+)", str(exc))
-        if found or "Unsupported global" in str(exc):
-            name = found.group(1) if found else "a Python object"
-            raise XtlunetError(f"checkpoint holds pickled Python objects ({name}) that weights_only loading "
-                               "refuses", path=path,
-                               fix="re-save it from a trusted environment with only tensors, e.g. "
-                                   "torch.save({'state_dict': model.state_dict()}, path)") from None
-        raise _not_a_checkpoint(path, exc) from None
-    except Exception as exc:  # corrupt zip, truncated file, text file, ...
-        raise _not_a_checkpoint(path, exc) from None
-    return split_checkpoint(obj, path)
+    return split_checkpoint(safe_torch_load(path), path)
 
 
 def split_checkpoint(obj: Any, path: str | Path = "<checkpoint>") -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -61,9 +42,3 @@ def _is_state_dict(obj: Any) -> bool:
     """True for a non-empty mapping of names to tensors."""
     return (isinstance(obj, Mapping) and len(obj) > 0
             and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()))
-
-
-def _not_a_checkpoint(path: Path, exc: Exception) -> XtlunetError:
-    """The error for a file torch.load cannot read at all."""
-    return XtlunetError(f"not a PyTorch checkpoint (torch.load raised {type(exc).__name__})", path=path,
-                        fix="pass a file written by torch.save (a state dict or a pretrain-2d checkpoint)")
