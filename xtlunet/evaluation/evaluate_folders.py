@@ -1,0 +1,95 @@
+"""Evaluate a folder of predicted segmentations against a folder of references (files matched by name)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from xtlunet.dataset.io import read_image
+from xtlunet.errors import XtlunetError
+from xtlunet.evaluation.segmentation_metrics import LesionCounts, evaluate_case
+
+SUMMARY_METRICS = ("dice", "iou", "hd95", "volume_diff_mm3", "volume_rel_diff", "lesion_tpr", "lesion_ppv",
+                   "lesion_f1")
+
+
+def _case_files(ref_dir: Path, pred_dir: Path, file_ending: str) -> tuple[list[Path], list[str]]:
+    """Reference files, and the prediction files that have no reference; refuses missing predictions."""
+    for folder, role in ((ref_dir, "reference"), (pred_dir, "prediction")):
+        if not folder.is_dir():
+            raise XtlunetError(f"{role} folder not found", path=folder, fix="check the path")
+    refs = sorted(p for p in ref_dir.iterdir() if p.is_file() and p.name.endswith(file_ending))
+    if not refs:
+        raise XtlunetError(f"no reference files ending in '{file_ending}'", path=ref_dir,
+                           fix="check the folder and the file ending")
+    missing = [p.name[: -len(file_ending)] for p in refs if not (pred_dir / p.name).is_file()]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise XtlunetError(f"no prediction for {len(missing)} reference case(s): {shown}", path=pred_dir,
+                           fix=f"predict the missing cases into this folder as <case>{file_ending}")
+    names = {p.name for p in refs}
+    extra = sorted(p.name for p in pred_dir.iterdir() if p.name.endswith(file_ending) and p.name not in names)
+    return refs, extra
+
+
+def _reference_labels(refs: Sequence[Path]) -> list[int]:
+    """The nonzero labels found in any reference file."""
+    found: set[int] = set()
+    for path in refs:
+        found.update(int(v) for v in np.unique(read_image(path)[0]))
+    return sorted(found - {0})
+
+
+def _read_pair(ref_path: Path, pred_path: Path, case: str) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """Reference and prediction arrays on one grid, and its spacing; refuses a prediction on another grid."""
+    ref, ref_geo = read_image(ref_path)
+    pred, pred_geo = read_image(pred_path)
+    diffs = ref_geo.mismatch(pred_geo)
+    if diffs:
+        raise XtlunetError(f"prediction of case '{case}' is not on the reference grid ({'; '.join(diffs)})",
+                           path=pred_path, fix="write the prediction with the reference image's geometry "
+                                               "(same shape, spacing, origin and direction)")
+    return pred, ref, ref_geo.spacing
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    """Mean and median over the finite values, and how many there were."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return {"mean": math.nan, "median": math.nan, "n": 0}
+    return {"mean": float(np.mean(finite)), "median": float(np.median(finite)), "n": len(finite)}
+
+
+def summarize(rows: Sequence[dict[str, Any]], labels: Sequence[int]) -> dict[str, Any]:
+    """Mean/median per class of each summary metric, their mean over classes, and pooled lesion counts."""
+    per_class: dict[int, dict[str, dict[str, float]]] = {}
+    pooled: dict[int, dict[str, float]] = {}
+    for lab in labels:
+        mine = [r for r in rows if r["label"] == lab]
+        per_class[lab] = {m: _stats([r[m] for r in mine]) for m in SUMMARY_METRICS}
+        pooled[lab] = sum((LesionCounts.from_json(r) for r in mine), LesionCounts()).to_json()
+    foreground = {m: _stats([per_class[lab][m]["mean"] for lab in labels])["mean"] for m in SUMMARY_METRICS}
+    return {"n_cases": len({r["case"] for r in rows}), "labels": list(labels), "per_class": per_class,
+            "foreground_mean": foreground, "lesion_pooled": pooled}
+
+
+def evaluate_segmentation_folders(ref_dir: str | Path, pred_dir: str | Path, labels: Sequence[int] | None = None,
+                                  file_ending: str = ".nii.gz", *, min_overlap: float = 0.0,
+                                  min_lesion_voxels: int = 1, connectivity: int | None = None,
+                                  ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(one row per case and label, summary) for every reference case; labels=None reads the references twice."""
+    ref_dir, pred_dir = Path(ref_dir), Path(pred_dir)
+    refs, extra = _case_files(ref_dir, pred_dir, file_ending)
+    labels = _reference_labels(refs) if labels is None else [int(v) for v in labels]
+    rows: list[dict[str, Any]] = []
+    for ref_path in refs:
+        case = ref_path.name[: -len(file_ending)]
+        pred, ref, spacing = _read_pair(ref_path, pred_dir / ref_path.name, case)
+        metrics = evaluate_case(pred, ref, spacing, labels, min_overlap=min_overlap,
+                                min_lesion_voxels=min_lesion_voxels, connectivity=connectivity)
+        rows += [{"case": case, "label": lab, **values} for lab, values in metrics.items()]
+    summary = summarize(rows, labels)
+    summary["extra_predictions"] = extra
+    return rows, summary
