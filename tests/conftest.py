@@ -42,3 +42,40 @@ def examples(roots: dict[str, Path], example_cache: Path) -> dict[str, Path]:
     for d in example_cache.iterdir():
         shutil.copytree(d, roots["raw"] / d.name)
     return roots
+
+
+TINY_GB = "0.05"
+
+
+@pytest.fixture(scope="session")
+def prepared_roots(tmp_path_factory: pytest.TempPathFactory, example_cache: Path) -> dict[str, Path]:
+    """Raw + preprocessed roots with all three examples planned (tiny budget) once per session."""
+    import shutil
+
+    from xtlunet.cli import main
+
+    base = tmp_path_factory.mktemp("prepared")
+    roots = {k: base / k for k in ("raw", "preprocessed")}
+    for d in example_cache.iterdir():
+        shutil.copytree(d, roots["raw"] / d.name)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("XTLUNET_raw", str(roots["raw"]))
+    mp.setenv("XTLUNET_preprocessed", str(roots["preprocessed"]))
+    try:
+        for argv in (["-d", "501", "-c", "3d_fullres"], ["-d", "502", "-c", "3d_roi"], ["-d", "503", "-c", "2d"],
+                     ["-d", "501", "-c", "3d_fullres", "--pretrained", "resnet18"]):
+            assert main(["-q", "plan-and-preprocess", *argv, "--gpu-memory-gb", TINY_GB]) == 0
+    finally:
+        mp.undo()
+    return roots
+
+
+@pytest.fixture
+def trained_roots(prepared_roots: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """The prepared raw/preprocessed roots and a fresh results root for this test."""
+    roots = dict(prepared_roots, results=tmp_path / "results")
+    for kind, path in roots.items():
+        monkeypatch.setenv(f"XTLUNET_{kind}", str(path))
+        monkeypatch.delenv(f"nnUNet_{kind}", raising=False)
+    monkeypatch.setenv("XTLUNET_n_proc_DA", "0")
+    return roots

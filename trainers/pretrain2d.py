@@ -22,7 +22,7 @@ from xtlunet.pretrain.data import NORMALIZATION, ImageSet, load_image_set, valid
 from xtlunet.training.augmentation import build_augmentation
 from xtlunet.training.checkpoint import save_checkpoint
 from xtlunet.transfer.checkpoint import FORMAT_VERSION
-from xtlunet.training.device import autocast, pick_device, seed_everything
+from xtlunet.utils.device import autocast, pick_device, seed_everything
 from xtlunet.training.losses import DeepSupervisionLoss, DiceCELoss, classification_loss, downsample_targets
 from xtlunet.training.metrics import auc, confusion_counts, pseudo_dice
 from xtlunet.training.optim import set_poly_lr, sgd

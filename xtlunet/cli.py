@@ -73,6 +73,60 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_pretrain)
 
 
+def _parse_fold(text: str) -> int | str:
+    """FOLD: 0–4 or 'all'."""
+    from xtlunet.errors import XtlunetError
+
+    if text == "all":
+        return "all"
+    if text.isdigit() and 0 <= int(text) <= 4:
+        return int(text)
+    raise XtlunetError(f"fold '{text}' is not valid", fix="use a fold 0–4 or 'all'")
+
+
+def _cmd_train(a: argparse.Namespace) -> None:
+    """xtlunet train."""
+    from xtlunet.training.run_spec import RunSpec
+    from xtlunet.training.launch import train_fold
+
+    run = RunSpec(dataset=a.dataset, configuration=a.configuration, fold=_parse_fold(a.fold), plans_name=a.p,
+                  pretrained=Path(a.pretrained) if a.pretrained else None, transfer_mode=a.transfer_mode,
+                  epochs=a.epochs, iters_per_epoch=a.iters_per_epoch, val_iters=a.val_iters, save_every=a.save_every,
+                  continue_training=a.c, device=a.device, num_gpus=a.num_gpus, seed=a.seed, compile=a.compile,
+                  final_validation=not a.no_final_validation)
+    result = train_fold(a.tr, run)
+    if result:
+        from xtlunet.training.loop import summary_line
+
+        print(f"fold {run.fold} of {a.tr}: {summary_line(result)}")
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    """Arguments of `train`."""
+    from xtlunet.plans import DEFAULT_PLANS
+
+    p = sub.add_parser("train", help="train one fold (0–4 or all) of a configuration with a trainer (arm)")
+    p.add_argument("dataset", help="dataset id or name")
+    p.add_argument("configuration", help="2d | 3d_fullres | 3d_lowres | 3d_roi")
+    p.add_argument("fold", help="0–4 or all")
+    p.add_argument("-tr", default="ScratchTrainer", help="trainer class: ScratchTrainer, TLTrainer, XTLTrainer, "
+                   "or module.path:Class")
+    p.add_argument("-p", default=DEFAULT_PLANS, help=f"plans name (default {DEFAULT_PLANS})")
+    p.add_argument("--pretrained", default=None, help="2D weights for TL (torchvision) / XTL (pretrain-2d)")
+    p.add_argument("--transfer-mode", default="inflate", help="inflate | center | acs (2D→3D kernel conversion)")
+    p.add_argument("--epochs", type=int, default=1000)
+    p.add_argument("--iters-per-epoch", type=int, default=250)
+    p.add_argument("--val-iters", type=int, default=50, help="validation batches per epoch (segmentation)")
+    p.add_argument("--save-every", type=int, default=5, help="write checkpoint_latest every N epochs")
+    p.add_argument("--continue", dest="c", action="store_true", help="resume from the fold's last checkpoint")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--num-gpus", type=int, default=1, help="processes for DDP (gloo on CPU, nccl on CUDA)")
+    p.add_argument("--seed", type=int, default=12345)
+    p.add_argument("--compile", action="store_true", help="torch.compile the network")
+    p.add_argument("--no-final-validation", action="store_true", help="skip predicting the held-out cases")
+    p.set_defaults(func=_cmd_train)
+
+
 def _add_example(sub: argparse._SubParsersAction) -> None:
     """Arguments of `example`."""
     p = sub.add_parser("example", help="write a built-in synthetic dataset (brain-ms, prostate, mammo)")
@@ -99,7 +153,7 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_plan)
 
 
-COMMANDS = [_add_example, _add_plan, _add_pretrain]
+COMMANDS = [_add_example, _add_plan, _add_pretrain, _add_train]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,6 +13,7 @@ from xtlunet.paths import preprocessed_root, raw_root
 from xtlunet.plans import Plans
 from xtlunet.preprocessing.run import preprocess_configuration
 from xtlunet.registry import find_class
+from xtlunet.utils.atomic import atomic_path
 
 log = logging.getLogger("xtlunet")
 
@@ -69,6 +70,7 @@ def plan_and_preprocess(dataset: str | int, configurations: list[str] | None = N
     shutil.copyfile(spec.json_path, out / "dataset.json")
     if spec.findings_path is not None:
         shutil.copyfile(spec.findings_path, out / spec.findings_path.name)
+    copy_reference_labels(spec, out / "gt_segmentations")
     if preprocess:
         done: set[str] = set()
         for conf in plans.configurations.values():
@@ -78,6 +80,19 @@ def plan_and_preprocess(dataset: str | int, configurations: list[str] | None = N
             counts = preprocess_configuration(spec, plans, conf, out, dim, num_workers, overwrite)
             log.info("%s: %d cases written, %d up to date", conf.name, counts["written"], counts["skipped"])
     return plans
+
+
+def copy_reference_labels(spec: DatasetSpec, dest: Path) -> None:
+    """Copy labelsTr into the preprocessed folder (validation scores against them without the raw data)."""
+    if spec.is_classification:
+        return
+    dest.mkdir(parents=True, exist_ok=True)
+    for case in spec.cases("Tr"):
+        src = case.label_file
+        target = dest / src.name
+        if not target.is_file() or target.stat().st_size != src.stat().st_size or target.stat().st_mtime < src.stat().st_mtime:
+            with atomic_path(target) as tmp:
+                shutil.copyfile(src, tmp)
 
 
 def plans_summary(plans: Plans) -> str:

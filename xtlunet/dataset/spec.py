@@ -117,6 +117,9 @@ class DatasetSpec:
             findings = str(d["findings"])
         elif "background" not in labels or labels["background"] != 0:
             raise XtlunetError("labels must contain \"background\": 0", path=path, fix="add \"background\": 0 to labels")
+        elif sorted(set(labels.values())) != list(range(len(set(labels.values())))):
+            raise XtlunetError(f"label values {sorted(set(labels.values()))} are not consecutive 0..K-1", path=path,
+                               fix="renumber the labels (and the masks) 0, 1, 2, ...")
         return cls(root=root, channel_names=channels, labels=labels, num_training=num_training,
                    file_ending=ending, task=task, classes=classes, findings_file=findings, raw=d)
 

@@ -1,0 +1,1 @@
+"""Task machinery picked by the dataset's task: segmentation or classification."""

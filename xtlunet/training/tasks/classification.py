@@ -1,0 +1,98 @@
+"""Classification machinery: class-balanced ROIs around findings, cross-entropy, AUC over validation findings."""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from xtlunet.plans import ConfigurationPlan, Plans
+from xtlunet.training.data import CaseArrays, FindingRef, ROIBatches, crop_padded, findings_of
+from xtlunet.training.losses import classification_loss
+from xtlunet.training.metrics import auc
+from xtlunet.training.tasks.common import augmentation_config, batch_stream, extract_size
+from xtlunet.utils.atomic import write_text
+
+
+class ClassificationTask:
+    """The parts a lesion-classification trainer swaps in."""
+
+    metric_name = "auc"
+
+    def __init__(self, plans: Plans, conf: ConfigurationPlan, train: list[CaseArrays], val: list[CaseArrays],
+                 label_smoothing: float = 0.0) -> None:
+        self.plans, self.conf = plans, conf
+        self.train, self.val = findings_of(train), findings_of(val)
+        self.aug = augmentation_config(conf)
+        self.label_smoothing = label_smoothing
+
+    def mirror_axes(self) -> list[int]:
+        """Spatial axes mirrored in augmentation, hence usable for test-time mirroring."""
+        return list(range(self.conf.dim))
+
+    def loss(self, net: nn.Module) -> nn.Module:
+        """Cross-entropy (optional label smoothing)."""
+        return classification_loss(self.label_smoothing)
+
+    def batches(self, batch_size: int, workers: int, seed: int) -> Iterator[dict[str, Any]]:
+        """Augmented class-balanced ROI batches."""
+        loader = ROIBatches(self.train, extract_size(self.conf, self.aug), batch_size, self.conf.patch_size)
+        return batch_stream(loader, self.conf, self.aug, workers, seed, with_seg=False)
+
+    def to_device(self, batch: dict[str, Any], net: nn.Module, device: torch.device) -> tuple[torch.Tensor, Any]:
+        """Input tensor and class targets."""
+        x = torch.from_numpy(np.ascontiguousarray(batch["data"])).to(device, non_blocking=True)
+        return x, torch.as_tensor(batch["target"]).long().to(device)
+
+    @torch.no_grad()
+    def probabilities(self, nets: list[nn.Module], findings: list[FindingRef], device: torch.device,
+                      mirror: bool, autocast: Any, batch_size: int = 8) -> np.ndarray:
+        """Class probabilities per finding (centre ROI), averaged over nets and mirrored copies."""
+        axes = self.mirror_axes() if mirror else []
+        flips = [[]] + [[a] for a in axes]
+        out = np.zeros((len(findings), self.conf.num_outputs))
+        for start in range(0, len(findings), batch_size):
+            chunk = findings[start:start + batch_size]
+            x = torch.from_numpy(np.stack([crop_padded(np.asarray(f.case.data), f.index, self.conf.patch_size, 0.0)
+                                           for f in chunk])).float().to(device)
+            acc = 0
+            for net in nets:
+                net.eval()
+                for flip in flips:
+                    xi = torch.flip(x, [a + 2 for a in flip]) if flip else x
+                    with autocast:
+                        acc = acc + torch.softmax(net(xi).float(), 1)
+            out[start:start + len(chunk)] = (acc / (len(nets) * len(flips))).cpu().numpy()
+        return out
+
+    @torch.no_grad()
+    def validate(self, net: nn.Module, device: torch.device, iters: int, batch_size: int, epoch: int,
+                 autocast: Any) -> tuple[float, float]:
+        """Validation loss and AUC over every validation finding (centre ROI, no augmentation)."""
+        if not self.val:
+            return float("nan"), float("nan")
+        probs = self.probabilities([net], self.val, device, False, autocast, batch_size)
+        labels = np.array([f.label for f in self.val])
+        nll = -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-8, 1))
+        return float(nll.mean()), auc(labels, probs)
+
+    def final_validation(self, nets: list[nn.Module], out_dir: Path, raw_labels: Path, file_ending: str,
+                         device: torch.device, step: float, autocast: Any = None) -> dict[str, Any]:
+        """Per-finding probabilities (mirroring TTA) → validation/predictions.csv, and the AUC."""
+        import contextlib
+
+        probs = self.probabilities(nets, self.val, device, True, autocast or contextlib.nullcontext())
+        labels = np.array([f.label for f in self.val])
+        rows = [{"case_id": f.case.case_id, "finding_id": f.finding_id, "label": f.label,
+                 **{f"p{k}": float(p[k]) for k in range(p.shape[0])}} for f, p in zip(self.val, probs)]
+        buf = io.StringIO()
+        if rows:
+            writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        write_text(out_dir / "predictions.csv", buf.getvalue())
+        return {"findings": rows, "auc": auc(labels, probs) if len(rows) else float("nan"), "n_findings": len(rows)}
