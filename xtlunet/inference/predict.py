@@ -28,7 +28,7 @@ def predict_case(nets: Sequence[nn.Module], data: np.ndarray, conf: Configuratio
         raise XtlunetError(f"preprocessed data of shape {data.shape} does not fit configuration '{conf.name}' "
                            f"({channels} channels, {conf.dim}D)", fix="preprocess the case with this plan first")
     axes = tuple(range(conf.dim)) if mirror_axes is None else tuple(mirror_axes)
-    tensor = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+    tensor = torch.from_numpy(np.array(data, dtype=np.float32))
     probs = average_probabilities(
         predict_sliding_window(net, tensor, conf.patch_size, conf.num_outputs, step=step, batch_windows=batch_windows,
                                mirror_axes=axes, device=device, progress=progress) for net in nets)

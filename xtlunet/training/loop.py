@@ -59,6 +59,11 @@ def reset_momentum(opt: torch.optim.Optimizer) -> None:
                 opt.state.get(p, {}).pop("momentum_buffer", None)
 
 
+def needs_grad_scaler(device: torch.device) -> bool:
+    """fp16 autocast (CUDA without bf16) needs loss scaling; bf16 and CPU do not."""
+    return device.type == "cuda" and not torch.cuda.is_bf16_supported()
+
+
 class Loop:
     """One fold's training run, assembled from a trainer's parts."""
 
@@ -79,6 +84,7 @@ class Loop:
         self.task = trainer.make_task(self.ctx.load(self.ctx.train_ids), self.ctx.load(self.ctx.val_ids))
         self.progress = Progress(self.out / "training_log.txt", self.out / "progress.png", self.task.metric_name)
         self.start_epoch, self.best = 0, -math.inf
+        self.scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(self.device))
         self.freeze_epochs = int(round(trainer.freeze_fraction * self.run.epochs))
 
     # ---- start / resume ----
@@ -106,6 +112,8 @@ class Loop:
         check_checkpoint(ck, self.t, self.ctx.plans.identity(), path)
         self.net.load_state_dict(ck["network"])
         opt.load_state_dict(ck["optimizer"])
+        if ck.get("grad_scaler"):
+            self.scaler.load_state_dict(ck["grad_scaler"])
         self.start_epoch, self.best = int(ck["epoch"]), float(ck["best_metric"])
         self.progress.records = list(ck["progress"])
         set_rng_state(ck["rng"])
@@ -117,7 +125,7 @@ class Loop:
             return
         save_checkpoint(self.out / name, {
             "kind": CHECKPOINT_KIND, "network": unwrap(self.net).state_dict(), "optimizer": opt.state_dict(),
-            "epoch": epoch, "best_metric": self.best, "progress": self.progress.state(), "rng": rng_state(),
+            "grad_scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None, "epoch": epoch, "best_metric": self.best, "progress": self.progress.state(), "rng": rng_state(),
             "plans_identity": self.ctx.plans.identity(), "plans_name": self.ctx.plans.plans_name,
             "configuration": self.ctx.conf.name, "trainer": self.t.name, "fold": str(self.run.fold),
             "architecture": self.ctx.conf.architecture, "task": self.ctx.conf.task,
@@ -177,9 +185,11 @@ class Loop:
             with amp:
                 loss = loss_fn(model(x), y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.t.grad_clip)
-            opt.step()
+            self.scaler.step(opt)
+            self.scaler.update()
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
         train_loss = distributed.mean_across(self.dist, float(np.mean(losses)))
