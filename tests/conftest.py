@@ -72,12 +72,17 @@ def prepared_roots(tmp_path_factory: pytest.TempPathFactory, example_cache: Path
     return roots
 
 
+def use_roots(mp: pytest.MonkeyPatch, roots: dict[str, Path]) -> None:
+    """Point XTLUNET_* at roots (nnUNet_* unset) and run augmentation in-process."""
+    for kind, path in roots.items():
+        mp.setenv(f"XTLUNET_{kind}", str(path))
+        mp.delenv(f"nnUNet_{kind}", raising=False)
+    mp.setenv("XTLUNET_n_proc_DA", "0")
+
+
 @pytest.fixture
 def trained_roots(prepared_roots: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     """The prepared raw/preprocessed roots and a fresh results root for this test."""
     roots = dict(prepared_roots, results=tmp_path / "results")
-    for kind, path in roots.items():
-        monkeypatch.setenv(f"XTLUNET_{kind}", str(path))
-        monkeypatch.delenv(f"nnUNet_{kind}", raising=False)
-    monkeypatch.setenv("XTLUNET_n_proc_DA", "0")
+    use_roots(monkeypatch, roots)
     return roots

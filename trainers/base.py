@@ -13,6 +13,7 @@ from xtlunet.training.loop import Loop
 from xtlunet.training.optim import sgd
 from xtlunet.training.run_spec import RunSpec
 from xtlunet.transfer.report import TransferReport
+from xtlunet.utils.atomic import read_json, write_json
 
 
 class Trainer:
@@ -77,6 +78,8 @@ class Trainer:
         return sgd(groups, lr=self.initial_lr, momentum=self.momentum, weight_decay=self.weight_decay)
 
     def fit(self) -> dict[str, Any]:
-        """Train this fold and validate it."""
+        """Train this fold and validate it; the model folder gets the plans and dataset.json predict needs."""
         self.ctx.out_dir.mkdir(parents=True, exist_ok=True)
+        self.ctx.plans.save(self.ctx.model_dir / "plans.json")
+        write_json(self.ctx.model_dir / "dataset.json", read_json(self.ctx.pre_dir / "dataset.json"))
         return Loop(self).fit()

@@ -127,6 +127,57 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_train)
 
 
+def _cmd_predict(a: argparse.Namespace) -> None:
+    """xtlunet predict."""
+    from xtlunet.dataset.spec import find_dataset
+    from xtlunet.errors import XtlunetError
+    from xtlunet.inference.folder import PredictOptions, predict_folder
+    from xtlunet.inference.models import available_folds, load_trained_model, resolve_model_folder
+    from xtlunet.paths import results_root
+    from xtlunet.utils.device import pick_device
+
+    results = results_root()
+    name = find_dataset(a.d, results).name
+    folder = resolve_model_folder(results, name, a.c, a.tr, a.p)
+    folds = a.f or available_folds(folder, a.checkpoint)
+    if not folds:
+        raise XtlunetError(f"no fold of {folder.name} has checkpoint_{a.checkpoint}.pth", path=folder,
+                           fix=f"train at least one fold: xtlunet train {name} {a.c} 0 -tr {a.tr}")
+    device = pick_device(a.device)
+    model = load_trained_model(folder, folds, a.checkpoint, device)
+    opts = PredictOptions(step=a.step_size, batch_windows=a.batch_windows, tta=not a.no_tta,
+                          save_probabilities=a.save_probabilities, num_workers=a.npp, overwrite=a.overwrite,
+                          device=device, findings=Path(a.findings) if a.findings else None)
+    res = predict_folder(Path(a.i), Path(a.o), model, opts)
+    print(f"{len(res.written)} case(s) predicted with folds {', '.join(model.folds)} of {folder.name} into {a.o}"
+          + (f"; {len(res.skipped)} already there (use --overwrite to redo)" if res.skipped else ""))
+    if res.failed:
+        raise XtlunetError(f"{len(res.failed)} case(s) failed: {', '.join(sorted(res.failed))} (reasons above)",
+                           fix="fix those inputs and run again; finished cases are kept")
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    """Arguments of `predict`."""
+    p = sub.add_parser("predict", help="predict a folder of new cases with a trained model (fold ensemble)")
+    p.add_argument("-i", required=True, help="input folder, files named as in imagesTs (CASE_0000.nii.gz, ...)")
+    p.add_argument("-o", required=True, help="output folder")
+    p.add_argument("-d", required=True, help="dataset id or name")
+    p.add_argument("-c", required=True, help="configuration")
+    p.add_argument("-tr", default="ScratchTrainer", help="trainer (default ScratchTrainer)")
+    p.add_argument("-p", default=None, help="plans name (needed when the trainer was run with several plans)")
+    p.add_argument("-f", nargs="+", default=None, help="folds to ensemble (default: every finished fold)")
+    p.add_argument("--checkpoint", default="final", help="final | best")
+    p.add_argument("--no-tta", action="store_true", help="no mirroring test-time augmentation")
+    p.add_argument("--step-size", type=float, default=0.5, help="sliding-window step as a fraction of the patch")
+    p.add_argument("--batch-windows", type=int, default=4, help="windows per forward pass")
+    p.add_argument("--save-probabilities", action="store_true", help="also write CASE.npz with probabilities")
+    p.add_argument("-npp", type=int, default=1, help="processes preprocessing ahead")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--findings", default=None, help="classification: CSV of the findings to classify")
+    p.add_argument("--overwrite", action="store_true", help="redo cases already predicted")
+    p.set_defaults(func=_cmd_predict)
+
+
 def _add_example(sub: argparse._SubParsersAction) -> None:
     """Arguments of `example`."""
     p = sub.add_parser("example", help="write a built-in synthetic dataset (brain-ms, prostate, mammo)")
@@ -153,7 +204,7 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_plan)
 
 
-COMMANDS = [_add_example, _add_plan, _add_pretrain, _add_train]
+COMMANDS = [_add_example, _add_plan, _add_pretrain, _add_train, _add_predict]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,12 +27,12 @@ class Finding:
         return f"{self.case_id}/{self.finding_id}"
 
 
-def read_findings(path: Path, classes: dict[str, int]) -> list[Finding]:
-    """Parse findings.csv; labels may be class names or integers; empty patient_id → the case id."""
+def read_findings(path: Path, classes: dict[str, int], labelled: bool = True) -> list[Finding]:
+    """Parse findings.csv; labels may be class names or integers (optional, −1, when not labelled)."""
     if not path.is_file():
         raise XtlunetError("findings file is missing", path=path, fix="create it or fix \"findings\" in dataset.json")
     try:
-        out = _read_rows(path, classes)
+        out = _read_rows(path, classes, labelled)
     except (csv.Error, UnicodeDecodeError) as exc:
         raise XtlunetError(f"findings.csv is not a readable UTF-8 CSV file ({exc})", path=path,
                            fix=f"save it as plain UTF-8 CSV with the header {','.join(COLUMNS)}") from None
@@ -44,17 +44,18 @@ def read_findings(path: Path, classes: dict[str, int]) -> list[Finding]:
     return out
 
 
-def _read_rows(path: Path, classes: dict[str, int]) -> list[Finding]:
+def _read_rows(path: Path, classes: dict[str, int], labelled: bool) -> list[Finding]:
     """Parse the header and every row of findings.csv."""
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         header = [h.strip() for h in (reader.fieldnames or [])]
-        missing = [c for c in COLUMNS if c not in header and c not in ("x", "y", "z", "patient_id")]
+        optional = ("x", "y", "z", "patient_id") + (() if labelled else ("label",))
+        missing = [c for c in COLUMNS if c not in header and c not in optional]
         missing += [c for c in ("x", "y", "z") if c not in header and any(a in header for a in ("x", "y", "z"))]
         if missing:
             raise XtlunetError(f"findings.csv lacks columns {', '.join(missing)}", path=path,
                                fix=f"the header must be: {','.join(COLUMNS)}")
-        values = set(classes.values())
+        values = set(classes.values()) | (set() if labelled else {-1})
         return [_parse_row({k.strip(): (v or "").strip() for k, v in row.items() if isinstance(k, str)},
                            line, path, classes, values)
                 for line, row in enumerate(reader, start=2)]

@@ -11,6 +11,7 @@ import numpy as np
 from batchgenerators.dataloading.data_loader import SlimDataLoaderBase
 
 from xtlunet.errors import XtlunetError
+from xtlunet.utils.arrays import crop_padded
 from xtlunet.utils.atomic import read_json
 
 
@@ -47,18 +48,6 @@ def extraction_size(patch: Sequence[int], rotation_deg: float, min_scale: float,
     dim = len(patch)
     rotating = range(1, dim) if (in_plane_only and dim == 3) else range(dim)
     return [int(math.ceil(p * grow)) if i in rotating else int(p) for i, p in enumerate(patch)]
-
-
-def crop_padded(arr: np.ndarray, center: Sequence[float], size: Sequence[int], pad_value: float) -> np.ndarray:
-    """Cut `size` around `center` from the trailing axes of arr, padding with pad_value outside it."""
-    lead = arr.ndim - len(size)
-    shape = arr.shape[lead:]
-    lo = [int(round(c - s / 2)) for c, s in zip(center, size)]
-    src = tuple(slice(max(0, l), min(n, l + s)) for l, s, n in zip(lo, size, shape))
-    out = np.full(arr.shape[:lead] + tuple(size), pad_value, dtype=arr.dtype)
-    dst = tuple(slice(s.start - l, s.stop - l) for s, l in zip(src, lo))
-    out[(slice(None),) * lead + dst] = arr[(slice(None),) * lead + src]
-    return out
 
 
 def _case_slice(case: CaseArrays, dim: int, center: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from xtlunet.plans import ConfigurationPlan, Plans
-from xtlunet.training.data import CaseArrays, FindingRef, ROIBatches, crop_padded, findings_of
+from xtlunet.inference.roi import roi_probabilities
+from xtlunet.training.data import CaseArrays, FindingRef, ROIBatches, findings_of
 from xtlunet.training.losses import classification_loss
 from xtlunet.training.metrics import auc
 from xtlunet.training.tasks.common import augmentation_config, batch_stream, extract_size
@@ -48,26 +49,12 @@ class ClassificationTask:
         x = torch.from_numpy(np.ascontiguousarray(batch["data"])).to(device, non_blocking=True)
         return x, torch.as_tensor(batch["target"]).long().to(device)
 
-    @torch.no_grad()
     def probabilities(self, nets: list[nn.Module], findings: list[FindingRef], device: torch.device,
                       mirror: bool, autocast: Any, batch_size: int = 8) -> np.ndarray:
         """Class probabilities per finding (centre ROI), averaged over nets and mirrored copies."""
-        axes = self.mirror_axes() if mirror else []
-        flips = [[]] + [[a] for a in axes]
-        out = np.zeros((len(findings), self.conf.num_outputs))
-        for start in range(0, len(findings), batch_size):
-            chunk = findings[start:start + batch_size]
-            x = torch.from_numpy(np.stack([crop_padded(np.asarray(f.case.data), f.index, self.conf.patch_size, 0.0)
-                                           for f in chunk])).float().to(device)
-            acc = 0
-            for net in nets:
-                net.eval()
-                for flip in flips:
-                    xi = torch.flip(x, [a + 2 for a in flip]) if flip else x
-                    with autocast:
-                        acc = acc + torch.softmax(net(xi).float(), 1)
-            out[start:start + len(chunk)] = (acc / (len(nets) * len(flips))).cpu().numpy()
-        return out
+        return roi_probabilities(nets, [f.case.data for f in findings], [f.index for f in findings],
+                                 self.conf.patch_size, self.conf.num_outputs, self.mirror_axes() if mirror else (),
+                                 device, autocast, batch_size)
 
     @torch.no_grad()
     def validate(self, net: nn.Module, device: torch.device, iters: int, batch_size: int, epoch: int,

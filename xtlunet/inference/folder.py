@@ -1,0 +1,186 @@
+"""Predict a folder of new cases (named as imagesTs): preprocess as planned, fold ensemble, export."""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from xtlunet.dataset.findings import Finding, read_findings
+from xtlunet.dataset.loading import load_case
+from xtlunet.dataset.spec import Case, discover_cases
+from xtlunet.errors import XtlunetError
+from xtlunet.inference.export import export_prediction
+from xtlunet.inference.models import TrainedModel
+from xtlunet.inference.predict import predict_case
+from xtlunet.inference.roi import roi_probabilities
+from xtlunet.preprocessing.case import preprocess_loaded
+from xtlunet.utils.atomic import write_text
+
+log = logging.getLogger("xtlunet")
+_CHANNEL = re.compile(r"^(.+)_(\d{4})$")
+
+
+@dataclass
+class PredictOptions:
+    """How to predict: sliding-window step, windows per pass, TTA, outputs, workers."""
+
+    step: float = 0.5
+    batch_windows: int = 4
+    tta: bool = True
+    save_probabilities: bool = False
+    num_workers: int = 1
+    overwrite: bool = False
+    device: torch.device | str = "cpu"
+    findings: Path | None = None
+
+
+@dataclass
+class PredictResult:
+    """Which cases were written, skipped or failed."""
+
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def input_cases(in_dir: Path, model: TrainedModel) -> list[Case]:
+    """Cases of the input folder, with every channel file present and no extra channel."""
+    ending, n = model.spec.file_ending, model.spec.num_channels
+    if not in_dir.is_dir():
+        raise XtlunetError("input folder not found", path=in_dir, fix="give a folder of CASE_0000" + ending + " files")
+    for f in sorted(in_dir.iterdir()):
+        m = _CHANNEL.match(f.name[: -len(ending)]) if f.name.endswith(ending) else None
+        if m and int(m.group(2)) >= n:
+            raise XtlunetError(f"channel {m.group(2)} found, but the model takes {n} channel(s) "
+                               f"(_0000–_{n - 1:04d}: {', '.join(model.spec.channel_names.values())})", path=f,
+                               fix="give exactly the channels of dataset.json, in its order")
+    cases = discover_cases(in_dir, ending, n)
+    if not cases:
+        raise XtlunetError(f"no images named CASE_0000{ending} in the input folder", path=in_dir,
+                           fix=f"name the files as in imagesTs (CASE_XXXX{ending})")
+    for case in cases:
+        for f in case.image_files:
+            if not f.is_file():
+                raise XtlunetError(f"case {case.case_id} lacks channel file {f.name}", path=f,
+                                   fix=f"give all {n} channels: {', '.join(model.spec.channel_names.values())}")
+    return cases
+
+
+def _preprocess(args: tuple[Case, TrainedModel, list[Finding]]) -> tuple[np.ndarray, dict[str, Any]]:
+    """Load and preprocess one case exactly as the plan says (runs in a worker)."""
+    case, model, findings = args
+    lc = load_case(case, model.spec, len(model.plans.transpose_forward), with_label=False)
+    data, _, props = preprocess_loaded(lc, model.plans, model.conf, findings, [])
+    return data, props
+
+
+def _preprocessed(cases: list[Case], model: TrainedModel, findings: dict[str, list[Finding]],
+                  workers: int) -> Iterator[tuple[Case, Any]]:
+    """(case, (data, props) or the exception) in order, preprocessing ahead in `workers` processes."""
+    jobs = [(c, model_for_workers(model), findings.get(c.case_id, [])) for c in cases]
+    if workers <= 1:
+        for c, job in zip(cases, jobs):
+            try:
+                yield c, _preprocess(job)
+            except Exception as exc:  # reported per case by the caller
+                yield c, exc
+        return
+    with ProcessPoolExecutor(workers) as pool:
+        futures = [pool.submit(_preprocess, job) for job in jobs]
+        for c, fut in zip(cases, futures):
+            try:
+                yield c, fut.result()
+            except Exception as exc:
+                yield c, exc
+
+
+def model_for_workers(model: TrainedModel) -> TrainedModel:
+    """The model without its networks (workers only preprocess)."""
+    return TrainedModel(model.folder, model.plans, model.conf, model.spec, [], model.folds, model.mirror_axes)
+
+
+def predict_folder(in_dir: Path, out_dir: Path, model: TrainedModel, opts: PredictOptions) -> PredictResult:
+    """Predict every case of in_dir into out_dir; a failing case is reported by name and leaves no file."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise XtlunetError("output path is a file, not a folder", path=out_dir, fix="give a folder for -o")
+    cases = input_cases(in_dir, model)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise XtlunetError(f"cannot create the output folder ({exc.strerror})", path=out_dir,
+                           fix="choose a writable folder for -o") from None
+    if model.conf.task == "classification":
+        return _predict_findings(cases, out_dir, model, opts)
+    result = PredictResult()
+    ending = model.spec.file_ending
+    todo = [c for c in cases if opts.overwrite or not (out_dir / f"{c.case_id}{ending}").is_file()]
+    result.skipped = [c.case_id for c in cases if c not in todo]
+    axes = tuple(model.mirror_axes) if opts.tta else ()
+    for case, item in tqdm(_preprocessed(todo, model, {}, opts.num_workers), total=len(todo), desc="predict",
+                           unit="case"):
+        try:
+            if isinstance(item, Exception):
+                raise item
+            data, props = item
+            probs = predict_case(model.nets, data, model.conf, model.plans, opts.step, opts.batch_windows, axes,
+                                 opts.device)
+            export_prediction(probs, props, model.plans, out_dir / f"{case.case_id}{ending}", opts.save_probabilities)
+            result.written.append(case.case_id)
+        except (XtlunetError, OSError, RuntimeError, ValueError) as exc:
+            result.failed[case.case_id] = exc.one_line() if isinstance(exc, XtlunetError) else str(exc).splitlines()[0]
+            log.error("case %s failed: %s", case.case_id, result.failed[case.case_id])
+    return result
+
+
+def _predict_findings(cases: list[Case], out_dir: Path, model: TrainedModel, opts: PredictOptions) -> PredictResult:
+    """Classification: the ROI of each finding in --findings → OUT/predictions.csv (fold and TTA averaged)."""
+    if opts.findings is None:
+        raise XtlunetError("a classification model needs the findings to classify", fix="pass --findings CSV "
+                           "(case_id, finding_id, patient_id, x, y, z in LPS mm; label optional)")
+    findings = read_findings(opts.findings, model.spec.classes, labelled=False)
+    by_case: dict[str, list[Finding]] = {}
+    for f in findings:
+        by_case.setdefault(f.case_id, []).append(f)
+    known = {c.case_id for c in cases}
+    unknown = sorted(set(by_case) - known)
+    if unknown:
+        raise XtlunetError(f"findings name cases not in the input folder: {', '.join(unknown[:3])}", path=opts.findings,
+                           fix="give the images of every case in --findings, or drop those rows")
+    result, rows = PredictResult(), []
+    names = {v: k for k, v in model.spec.classes.items()}
+    axes = tuple(model.mirror_axes) if opts.tta else ()
+    todo = [c for c in cases if c.case_id in by_case]
+    for case, item in tqdm(_preprocessed(todo, model, by_case, opts.num_workers), total=len(todo), desc="predict",
+                           unit="case"):
+        if isinstance(item, Exception):
+            result.failed[case.case_id] = item.one_line() if isinstance(item, XtlunetError) else str(item)
+            continue
+        data, props = item
+        fs = props["findings"]
+        centers = [np.asarray(f["index"] if f["index"] is not None else [(n - 1) / 2 for n in data.shape[1:]])
+                   for f in fs]
+        probs = roi_probabilities(model.nets, [data] * len(fs), centers, model.conf.patch_size,
+                                  model.conf.num_outputs, axes, opts.device)
+        for f, src, p in zip(fs, by_case[case.case_id], probs):
+            rows.append({"case_id": case.case_id, "finding_id": f["finding_id"], "patient_id": f["patient_id"],
+                         "x": src.position[0] if src.position else "", "y": src.position[1] if src.position else "",
+                         "z": src.position[2] if src.position else "",
+                         **{f"p_{names[k]}": round(float(p[k]), 6) for k in range(len(p))},
+                         "predicted": names[int(np.argmax(p))]})
+        result.written.append(case.case_id)
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+        write_text(out_dir / "predictions.csv", buf.getvalue())
+    return result
