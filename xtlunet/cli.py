@@ -207,13 +207,20 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
 COMMANDS = [_add_example, _add_plan, _add_pretrain, _add_train, _add_predict]
 
 
+def _commands() -> list:
+    """Every subcommand's registration function (analysis commands live in cli_analysis)."""
+    from xtlunet import cli_analysis
+
+    return [*COMMANDS, *cli_analysis.COMMANDS]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="xtlunet", description="Self-configuring 3D segmentation and lesion "
                                      "classification with cross-organ transfer learning from 2D mammograms.")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors in the log")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in COMMANDS:
+    for add in _commands():
         add(sub)
     return parser
 

@@ -14,11 +14,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from xtlunet.errors import XtlunetError, did_you_mean
+from xtlunet.dataset.spec import DatasetSpec, find_dataset
+from xtlunet.errors import XtlunetError, did_you_mean, look_up_option
 from xtlunet.evaluation.classification_metrics import auc_with_ci, roc_png
 from xtlunet.evaluation.segmentation_metrics import LesionCounts
 from xtlunet.evaluation.statistics import bootstrap_auc_diff_ci, bootstrap_mean_diff_ci, delong_test, paired_wilcoxon
 from xtlunet.evaluation.tables import markdown_table, write_csv
+from xtlunet.paths import results_root
 from xtlunet.utils.atomic import atomic_path, read_json, write_text
 
 NAN = float("nan")
@@ -63,7 +65,7 @@ def compare_segmentation(dice: Mapping[str, Mapping[str, float]], lesions: Mappi
         arms.append({"arm": arm, "n": int(f.size), "mean_dice": float(np.mean(f)) if f.size else NAN,
                      "sd_dice": float(np.std(f, ddof=1)) if f.size > 1 else NAN,
                      "median_dice": float(np.median(f)) if f.size else NAN,
-                     "lesion_f1": lesions[arm].f1 if lesions else NAN})
+                     "lesion_f1": lesions[arm].f1 if lesions and arm in lesions else NAN})
     pairs = []
     for a, b in itertools.combinations(values, 2):
         w = paired_wilcoxon(values[a], values[b])
@@ -126,7 +128,9 @@ def load_fold_summaries(folders: Mapping[str, Path], folds: Sequence[int] | None
                         ) -> tuple[list[int], dict[str, dict[int, dict[str, Any]]]]:
     """(folds used, {arm: {fold: summary}}); default folds: those every arm has finished."""
     done = {arm: finished_folds(f) for arm, f in folders.items()}
-    if folds is None:
+    if folds is not None:
+        folds = sorted(set(folds))
+    else:
         folds = sorted(set.intersection(*(set(v) for v in done.values())))
         if not folds:
             raise XtlunetError("no fold has a final validation in every arm ("
@@ -151,17 +155,12 @@ def _task_of(summaries: Mapping[str, Mapping[int, dict[str, Any]]]) -> str:
     return tasks.pop()
 
 
-def _item_key(task: str, item: Mapping[str, Any]) -> str:
-    """The id that pairs a case (case_id) or a finding (case_id/finding_id) across arms."""
-    return item["case_id"] if task == "segmentation" else f"{item['case_id']}/{item['finding_id']}"
-
-
 def _items(task: str, arm: str, by_fold: Mapping[int, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The cases or findings of an arm's folds by key; refuses a key validated in two folds."""
+    """An arm's validation cases (by case_id) or findings (by case_id/finding_id); refuses one in two folds."""
     out: dict[str, dict[str, Any]] = {}
     for fold, s in by_fold.items():
         for item in s["cases" if task == "segmentation" else "findings"]:
-            key = _item_key(task, item)
+            key = item["case_id"] if task == "segmentation" else f"{item['case_id']}/{item['finding_id']}"
             if key in out:
                 raise XtlunetError(f"arm {arm} validated '{key}' in two folds", fix="use folds of one cross-validation")
             out[key] = item
@@ -192,9 +191,6 @@ def _positive_index(positive: str | None, findings: Mapping[str, Mapping[str, An
                            fix="pass --positive-class CLASS to compare one-vs-rest AUCs of that class")
     if positive.isdigit() and int(positive) < n_classes:
         return int(positive)
-    from xtlunet.dataset.spec import DatasetSpec
-    from xtlunet.errors import look_up_option
-
     classes = DatasetSpec.load(folder).classes if (folder / "dataset.json").is_file() else {}
     return classes[look_up_option(positive, list(classes) or [str(k) for k in range(n_classes)], "class")]
 
@@ -226,7 +222,8 @@ def comparison_markdown(result: Mapping[str, Any]) -> str:
     counts = f"{len(folds)} fold(s) ({', '.join(map(str, folds))}), {result['n']} {unit} paired across the arms"
     if task == "classification":
         counts += f", {result['arms'][0]['n_positive']} of them positive (class {result['positive_class']})"
-    metric = "Dice" if task == "segmentation" else "ROC AUC"
+    metric = ("Dice per case (mean over foreground classes; lesion F1 pooled over cases and classes)"
+              if task == "segmentation" else "ROC AUC")
     return "\n".join([
         f"# {result['dataset']} {result['configuration']}: {' vs '.join(a['arm'] for a in result['arms'])}", "",
         f"Cross-validation {metric}: {counts}.", "",
@@ -236,8 +233,9 @@ def comparison_markdown(result: Mapping[str, Any]) -> str:
 
 
 def comparison_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One CSV row per arm, then one per pair of arms."""
-    return [{"row": "arm", **a} for a in result["arms"]] + [{"row": "pair", **p} for p in result["pairs"]]
+    """One CSV row per arm, then one per pair of arms (columns: row, arm, vs, then the statistics)."""
+    rows = [{"row": "arm", **a} for a in result["arms"]] + [{"row": "pair", **p} for p in result["pairs"]]
+    return [{"row": r["row"], "arm": r["arm"], "vs": r.get("vs", ""), **r} for r in rows]
 
 
 def _segmentation_arms(items: Mapping[str, Mapping[str, dict[str, Any]]], n_boot: int, seed: int, png: Path,
@@ -273,9 +271,6 @@ def compare_arms(dataset: str | int, configuration: str, arms: Sequence[str], fo
                  out_dir: str | Path | None = None, n_boot: int = 2000, seed: int = 0,
                  positive_class: str | None = None) -> dict[str, Any]:
     """Compare arms on their cross-validation results; write comparison.md/.csv/.png and return the result."""
-    from xtlunet.dataset.spec import find_dataset
-    from xtlunet.paths import results_root
-
     _two_arms(arms)
     results = results_root()
     name = find_dataset(dataset, results).name
