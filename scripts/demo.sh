@@ -8,6 +8,7 @@ bash scripts/setup_env.sh
 DEMO=${XTLUNET_DEMO_DIR:-$PWD/xtlunet_demo}
 export XTLUNET_raw=$DEMO/raw XTLUNET_preprocessed=$DEMO/preprocessed XTLUNET_results=$DEMO/results
 BUDGET=${XTLUNET_DEMO_GPU_GB:-0.3}            # real plans use the memory of the user's GPU (default 8 GB)
+XTL_BUDGET=${XTLUNET_DEMO_XTL_GPU_GB:-0.4}    # the mammogram encoder's widths (up to 512) need a little more
 EPOCHS=${XTLUNET_DEMO_EPOCHS:-3}
 ITERS=${XTLUNET_DEMO_ITERS:-4}
 SHORT=(--epochs "$EPOCHS" --iters-per-epoch "$ITERS" --val-iters 2 --device cpu)
@@ -22,7 +23,7 @@ xtlunet pretrain-2d -d 503 --arch plain --epochs 4 --iters-per-epoch 10 --batch-
 
 echo "== 3. plan and preprocess the brain MS dataset (default plans, and XTL plans matching the 2D encoder)"
 xtlunet plan-and-preprocess -d 501 -c 3d_fullres --gpu-memory-gb "$BUDGET" -np 2 --verify
-xtlunet plan-and-preprocess -d 501 -c 3d_fullres --pretrained "$DEMO/mammo_plain.pth" --gpu-memory-gb "$BUDGET" -np 2
+xtlunet plan-and-preprocess -d 501 -c 3d_fullres --pretrained "$DEMO/mammo_plain.pth" --gpu-memory-gb "$XTL_BUDGET" -np 2
 
 echo "== 4. five-fold cross-validation of the XTL and Scratch arms"
 for fold in 0 1 2 3 4; do

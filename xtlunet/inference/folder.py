@@ -1,8 +1,6 @@
 """Predict a folder of new cases (named as imagesTs): preprocess as planned, fold ensemble, export."""
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import re
 from concurrent.futures import ProcessPoolExecutor
@@ -23,7 +21,7 @@ from xtlunet.inference.models import TrainedModel
 from xtlunet.inference.predict import predict_case
 from xtlunet.inference.roi import roi_probabilities
 from xtlunet.preprocessing.case import preprocess_loaded
-from xtlunet.utils.atomic import write_text
+from xtlunet.utils.atomic import write_csv
 
 log = logging.getLogger("xtlunet")
 _CHANNEL = re.compile(r"^(.+)_(\d{4})$")
@@ -177,10 +175,6 @@ def _predict_findings(cases: list[Case], out_dir: Path, model: TrainedModel, opt
                          **{f"p_{names[k]}": round(float(p[k]), 6) for k in range(len(p))},
                          "predicted": names[int(np.argmax(p))]})
         result.written.append(case.case_id)
-    buf = io.StringIO()
     if rows:
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-        write_text(out_dir / "predictions.csv", buf.getvalue())
+        write_csv(rows, out_dir / "predictions.csv")
     return result

@@ -1,7 +1,6 @@
 """The training loop: epochs of poly-scheduled SGD steps, validation, checkpoints, resume, final validation."""
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import random
@@ -13,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from xtlunet.errors import XtlunetError
-from xtlunet.networks.build import parameter_group, unwrap
+from xtlunet.networks.build import unwrap
 from xtlunet.training import distributed
 from xtlunet.training.checkpoint import load_checkpoint, save_checkpoint
 from xtlunet.utils.device import autocast, pick_device, seed_everything

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import torch
 from torch import Tensor
 
 from xtlunet.errors import XtlunetError, look_up_option

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -40,6 +41,18 @@ def write_text(path: str | Path, text: str) -> None:
     """Write a text file atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def write_csv(rows: Sequence[Mapping[str, Any]], path: str | Path, columns: Sequence[str] | None = None) -> Path:
+    """Write rows as CSV atomically; columns default to every key in order of appearance, missing cells empty."""
+    path = Path(path)
+    cols = list(columns) if columns is not None else list(dict.fromkeys(k for row in rows for k in row))
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=cols, restval="", extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+    return path
 
 
 def save_npy(path: str | Path, array: np.ndarray) -> None:

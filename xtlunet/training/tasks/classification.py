@@ -1,8 +1,6 @@
 """Classification machinery: class-balanced ROIs around findings, cross-entropy, AUC over validation findings."""
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -16,7 +14,7 @@ from xtlunet.training.data import CaseArrays, FindingRef, ROIBatches, findings_o
 from xtlunet.training.losses import classification_loss
 from xtlunet.training.metrics import auc
 from xtlunet.training.tasks.common import augmentation_config, batch_stream, extract_size
-from xtlunet.utils.atomic import write_text
+from xtlunet.utils.atomic import write_csv
 
 
 class ClassificationTask:
@@ -76,10 +74,6 @@ class ClassificationTask:
         labels = np.array([f.label for f in self.val])
         rows = [{"case_id": f.case.case_id, "finding_id": f.finding_id, "label": f.label,
                  **{f"p{k}": float(p[k]) for k in range(p.shape[0])}} for f, p in zip(self.val, probs)]
-        buf = io.StringIO()
-        if rows:
-            writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        write_text(out_dir / "predictions.csv", buf.getvalue())
+        write_csv(rows, out_dir / "predictions.csv", ["case_id", "finding_id", "label"]
+                  + [f"p{k}" for k in range(self.conf.num_outputs)])
         return {"findings": rows, "auc": auc(labels, probs) if len(rows) else float("nan"), "n_findings": len(rows)}
