@@ -7,11 +7,11 @@ bash scripts/setup_env.sh
 . .venv/bin/activate
 DEMO=${XTLUNET_DEMO_DIR:-$PWD/xtlunet_demo}
 export XTLUNET_raw=$DEMO/raw XTLUNET_preprocessed=$DEMO/preprocessed XTLUNET_results=$DEMO/results
-BUDGET=${XTLUNET_DEMO_GPU_GB:-0.3}            # real plans use the memory of the user's GPU (default 8 GB)
+BUDGET=${XTLUNET_DEMO_GPU_GB:-0.2}            # real plans use the memory of the user's GPU (default 8 GB)
 XTL_BUDGET=${XTLUNET_DEMO_XTL_GPU_GB:-0.4}    # the mammogram encoder's widths (up to 512) need a little more
-EPOCHS=${XTLUNET_DEMO_EPOCHS:-3}
+EPOCHS=${XTLUNET_DEMO_EPOCHS:-2}
 ITERS=${XTLUNET_DEMO_ITERS:-4}
-SHORT=(--epochs "$EPOCHS" --iters-per-epoch "$ITERS" --val-iters 2 --device cpu)
+SHORT=(--epochs "$EPOCHS" --iters-per-epoch "$ITERS" --val-iters 2 --val-no-tta --device cpu)
 
 echo "== 1. built-in example datasets"
 xtlunet example brain-ms
@@ -33,7 +33,7 @@ done
 
 echo "== 5. ensembled prediction of the held-out test images, and their evaluation"
 xtlunet predict -i "$XTLUNET_raw/Dataset501_BrainMS/imagesTs" -o "$DEMO/predictions_xtl" -d 501 -c 3d_fullres \
-  -tr XTLTrainer --device cpu -npp 1
+  -tr XTLTrainer --device cpu --no-tta
 xtlunet evaluate -r "$XTLUNET_raw/Dataset501_BrainMS/labelsTs" -p "$DEMO/predictions_xtl" -d 501
 
 echo "== 6. the arm comparison (paired Wilcoxon on per-case Dice over the cross-validation folds)"

@@ -93,7 +93,7 @@ def _cmd_train(a: argparse.Namespace) -> None:
                   pretrained=Path(a.pretrained) if a.pretrained else None, transfer_mode=a.transfer_mode,
                   epochs=a.epochs, iters_per_epoch=a.iters_per_epoch, val_iters=a.val_iters, save_every=a.save_every,
                   continue_training=a.c, device=a.device, num_gpus=a.num_gpus, seed=a.seed, compile=a.compile,
-                  final_validation=not a.no_final_validation)
+                  final_validation=not a.no_final_validation, validation_tta=not a.val_no_tta)
     result = train_fold(a.tr, run)
     if result:
         from xtlunet.training.loop import summary_line
@@ -124,6 +124,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=12345)
     p.add_argument("--compile", action="store_true", help="torch.compile the network")
     p.add_argument("--no-final-validation", action="store_true", help="skip predicting the held-out cases")
+    p.add_argument("--val-no-tta", action="store_true", help="final validation without mirroring (2^dim× faster)")
     p.set_defaults(func=_cmd_train)
 
 

@@ -23,18 +23,26 @@ def load_spec(dataset: str | int) -> DatasetSpec:
     return DatasetSpec.load(find_dataset(dataset, raw_root()))
 
 
-def fingerprint_dataset(spec: DatasetSpec, out: Path, dim: int, num_workers: int, overwrite: bool) -> Fingerprint:
-    """Load fingerprint.json if it is current, else compute and write it."""
+def current_fingerprint(spec: DatasetSpec, out: Path, dim: int, num_workers: int,
+                        overwrite: bool) -> tuple[Fingerprint, bool]:
+    """(fingerprint, whether it is new): fingerprint.json if it is current, else computed (not yet written)."""
     path = out / "fingerprint.json"
     ids = [c.case_id for c in spec.cases("Tr")]
     if path.is_file() and not overwrite:
         fp = Fingerprint.load(path)
         if [c.case_id for c in fp.cases] == ids and fp.channel_names == {str(k): v for k, v in spec.channel_names.items()}:
-            return fp
+            return fp, False
     fp = compute_fingerprint(spec, dim, num_workers)
-    fp.save(path)
     for note in fp.resampled_channels:
         log.info(note)
+    return fp, True
+
+
+def fingerprint_dataset(spec: DatasetSpec, out: Path, dim: int, num_workers: int, overwrite: bool) -> Fingerprint:
+    """Load fingerprint.json if it is current, else compute and write it."""
+    fp, new = current_fingerprint(spec, out, dim, num_workers, overwrite)
+    if new:
+        fp.save(out / "fingerprint.json")
     return fp
 
 
@@ -63,9 +71,12 @@ def plan_and_preprocess(dataset: str | int, configurations: list[str] | None = N
     if verify or not (out / "fingerprint.json").is_file():
         verify_dataset(spec, deep=verify, num_workers=num_workers)
     dim = dataset_dimension(spec)
-    out.mkdir(parents=True, exist_ok=True)
-    fp = fingerprint_dataset(spec, out, dim, num_workers, overwrite)
+    fp, new_fingerprint = current_fingerprint(spec, out, dim, num_workers, overwrite)
     plans = make_planner(planner, spec, fp, gpu_memory_gb, pretrained, plans_name).plan(configurations)
+    # nothing is written before the plan succeeds: a refused planner, configuration or --pretrained leaves no file
+    out.mkdir(parents=True, exist_ok=True)
+    if new_fingerprint:
+        fp.save(out / "fingerprint.json")
     plans.save(out / f"{plans.plans_name}.json")
     shutil.copyfile(spec.json_path, out / "dataset.json")
     if spec.findings_path is not None:

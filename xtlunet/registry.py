@@ -32,7 +32,7 @@ def find_class(name: str, package: str, base: type, kind: str) -> type:
     found: dict[str, type] = {}
     for mod in _modules(package):
         for attr, obj in vars(mod).items():
-            if inspect.isclass(obj) and issubclass(obj, base):
+            if inspect.isclass(obj) and issubclass(obj, base) and not attr.startswith("_"):  # not private aliases
                 found[attr] = obj
     if name in found:
         return found[name]

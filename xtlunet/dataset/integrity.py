@@ -270,9 +270,9 @@ def findings_problems(spec: DatasetSpec, grids: dict[str, Geometry | None] | Non
         findings = read_findings(path, spec.classes)
     except XtlunetError as exc:
         return [Problem(exc.path or str(path), exc.what, exc.fix or "repair the findings file")]
+    out = patient_problems(path, findings)
     if grids is None:
-        return []
-    out = []
+        return out
     by_case = sorted(((f.case_id, f) for f in findings if f.case_id not in grids), key=lambda t: t[0])
     for cid, group in itertools.groupby(by_case, key=lambda t: t[0]):
         ids = ", ".join(f.finding_id for _, f in group)
@@ -283,6 +283,18 @@ def findings_problems(spec: DatasetSpec, grids: dict[str, Geometry | None] | Non
         if f.position is not None and grid is not None:
             out += position_problems(path, f, grid, f"{f.case_id}_0000{spec.file_ending}")
     return out
+
+
+def patient_problems(path: Path, findings: Sequence[Finding]) -> list[Problem]:
+    """Cases whose findings name different patients (the folds are grouped by patient)."""
+    patients: dict[str, list[str]] = {}
+    for f in findings:
+        seen = patients.setdefault(f.case_id, [])
+        if f.patient_id not in seen:
+            seen.append(f.patient_id)
+    return [Problem(str(path), f"case {cid} has findings with different patient ids ({', '.join(ids)})",
+                    "give every finding of a case the same patient_id (an empty one means the case itself)")
+            for cid, ids in patients.items() if len(ids) > 1]
 
 
 def position_problems(path: Path, finding: Finding, grid: Geometry, image: str) -> list[Problem]:

@@ -116,6 +116,7 @@ def predict_folder(in_dir: Path, out_dir: Path, model: TrainedModel, opts: Predi
     except OSError as exc:
         raise XtlunetError(f"cannot create the output folder ({exc.strerror})", path=out_dir,
                            fix="choose a writable folder for -o") from None
+    check_writable(out_dir)
     if model.conf.task == "classification":
         return _predict_findings(cases, out_dir, model, opts)
     result = PredictResult()
@@ -137,6 +138,18 @@ def predict_folder(in_dir: Path, out_dir: Path, model: TrainedModel, opts: Predi
             result.failed[case.case_id] = exc.one_line() if isinstance(exc, XtlunetError) else str(exc).splitlines()[0]
             log.error("case %s failed: %s", case.case_id, result.failed[case.case_id])
     return result
+
+
+def check_writable(out_dir: Path) -> None:
+    """Refuse an output folder that files cannot be written into, before any case is predicted."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as exc:
+        raise XtlunetError(f"output folder is not writable ({exc.strerror})", path=out_dir,
+                           fix="choose a writable folder for -o, or make this one writable") from None
 
 
 def _predict_findings(cases: list[Case], out_dir: Path, model: TrainedModel, opts: PredictOptions) -> PredictResult:

@@ -102,13 +102,7 @@ class Loop:
 
     def _restore(self, opt: torch.optim.Optimizer) -> None:
         """Load checkpoint_latest (or _final) and continue exactly from its epoch."""
-        path = next((self.out / n for n in ("checkpoint_latest.pth", "checkpoint_final.pth")
-                     if (self.out / n).is_file()), None)
-        if path is None:
-            raise XtlunetError("--continue: no checkpoint to continue from", path=self.out,
-                               fix="start the fold without --continue")
-        ck = load_checkpoint(path)
-        check_checkpoint(ck, self.t, self.ctx.plans.identity(), path)
+        path, ck = resume_checkpoint(self.t)
         self.net.load_state_dict(ck["network"])
         opt.load_state_dict(ck["optimizer"])
         if ck.get("grad_scaler"):
@@ -131,9 +125,9 @@ class Loop:
             "inference": {"mirror_axes": self.task.mirror_axes(), "num_outputs": self.ctx.conf.num_outputs}})
 
     # ---- the loop ----
-    def fit(self) -> dict[str, Any]:
-        """Train the remaining epochs, then validate the fold in full."""
-        opt = self.prepare()
+    def fit(self, opt: torch.optim.Optimizer | None = None) -> dict[str, Any]:
+        """Train the remaining epochs (after `prepare`, which fit calls unless given its optimiser), then validate."""
+        opt = self.prepare() if opt is None else opt
         model = self._wrap()
         loss_fn = self.task.loss(self.net).to(self.device)
         per_rank = max(1, math.ceil(self.ctx.conf.batch_size / self.dist.world))
@@ -216,7 +210,8 @@ class Loop:
         out.mkdir(parents=True, exist_ok=True)
         self.net.eval()
         summary = self.task.final_validation([self.net], out, self.ctx.pre_dir / "gt_segmentations",
-                                             self.ctx.spec.file_ending, self.device, self.run.step_size)
+                                             self.ctx.spec.file_ending, self.device, self.run.step_size,
+                                             self.run.validation_tta)
         summary.update(trainer=self.t.name, fold=str(self.run.fold), configuration=self.ctx.conf.name)
         write_json(out / "summary.json", summary)
         from xtlunet.training.cv_summary import write_cv_summary
@@ -232,6 +227,18 @@ def summary_line(summary: dict[str, Any]) -> str:
     if "auc" in summary:
         return f"AUC {summary['auc']:.4f} over {summary['n_findings']} findings"
     return f"mean Dice {summary.get('mean_dice_foreground', float('nan')):.4f} over {summary.get('n_cases', 0)} cases"
+
+
+def resume_checkpoint(trainer: "Trainer") -> tuple[Any, dict[str, Any]]:
+    """(path, checkpoint) that --continue resumes from: the fold's checkpoint_latest (or _final), checked."""
+    out = trainer.ctx.out_dir
+    path = next((out / n for n in ("checkpoint_latest.pth", "checkpoint_final.pth") if (out / n).is_file()), None)
+    if path is None:
+        raise XtlunetError("--continue: no checkpoint to continue from", path=out,
+                           fix="start the fold without --continue")
+    ck = load_checkpoint(path)
+    check_checkpoint(ck, trainer, trainer.ctx.plans.identity(), path)
+    return path, ck
 
 
 def check_checkpoint(ck: dict[str, Any], trainer: "Trainer", identity: str, path: Any) -> None:

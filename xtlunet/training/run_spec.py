@@ -28,6 +28,7 @@ class RunSpec:
     compile: bool = False
     channels_last: bool = True
     final_validation: bool = True
+    validation_tta: bool = True
     step_size: float = 0.5
 
     @property

@@ -59,7 +59,7 @@ def transfer_weights(source: Mapping[str, Tensor] | str | Path, target: nn.Modul
     else:
         state, source_name = dict(source), "<state dict>"
     index, unrecognised, fmt = to_structural(state, source_family)
-    _check_family(fmt.partition(":")[2] or source_family, target)
+    _check_family(fmt.partition(":")[2] or source_family, target, source if isinstance(source, (str, Path)) else None)
     report = TransferReport(mode=mode, source=source_name, source_format=fmt)
     report.unused = [UnusedKey(k, list(v.shape), reason) for k, v, reason in unrecognised]
 
@@ -173,12 +173,12 @@ def _convert(skey: StructuralKey, module: nn.Module | None, src: Tensor, tgt: Te
     return src, status, "+".join(rules)
 
 
-def _check_family(source_family: str | None, target: nn.Module) -> None:
+def _check_family(source_family: str | None, target: nn.Module, path: str | Path | None = None) -> None:
     """Refuse a source whose declared encoder family differs from the target's description."""
     desc = getattr(unwrap(target), "desc", None)
     target_family = getattr(desc, "family", None)
     if source_family and target_family and source_family != target_family:
-        raise XtlunetError(f"the source encoder is {source_family}, the target's is {target_family}",
+        raise XtlunetError(f"the source encoder is {source_family}, the target's is {target_family}", path=path,
                            fix=f"pretrain the 2D network with --arch {target_family}, or plan the target with "
                                f"the source's family (the xtl-constrained planner)")
 

@@ -66,11 +66,11 @@ class ClassificationTask:
         return float(nll.mean()), auc(labels, probs)
 
     def final_validation(self, nets: list[nn.Module], out_dir: Path, raw_labels: Path, file_ending: str,
-                         device: torch.device, step: float, autocast: Any = None) -> dict[str, Any]:
+                         device: torch.device, step: float, tta: bool = True, autocast: Any = None) -> dict[str, Any]:
         """Per-finding probabilities (mirroring TTA) → validation/predictions.csv, and the AUC."""
         import contextlib
 
-        probs = self.probabilities(nets, self.val, device, True, autocast or contextlib.nullcontext())
+        probs = self.probabilities(nets, self.val, device, tta, autocast or contextlib.nullcontext())
         labels = np.array([f.label for f in self.val])
         rows = [{"case_id": f.case.case_id, "finding_id": f.finding_id, "label": f.label,
                  **{f"p{k}": float(p[k]) for k in range(p.shape[0])}} for f, p in zip(self.val, probs)]

@@ -72,7 +72,7 @@ class SegmentationTask:
         return float(np.mean(losses)), float(np.nanmean(pseudo_dice(*counts)))
 
     def final_validation(self, nets: list[nn.Module], out_dir: Path, raw_labels: Path, file_ending: str,
-                         device: torch.device, step: float) -> dict[str, Any]:
+                         device: torch.device, step: float, tta: bool = True) -> dict[str, Any]:
         """Sliding-window prediction of each held-out case, exported in its original geometry, scored against the raw label."""
         from xtlunet.evaluation.segmentation_metrics import evaluate_case
         from xtlunet.inference import predict_case
@@ -82,7 +82,7 @@ class SegmentationTask:
         rows, cases = [], []
         for case in self.val:
             probs = predict_case(nets, np.asarray(case.data), self.conf, self.plans, step=step, batch_windows=4,
-                                 mirror_axes=tuple(self.mirror_axes()), device=device)
+                                 mirror_axes=tuple(self.mirror_axes()) if tta else (), device=device)
             pred = export_prediction(probs, case.props, self.plans, out_dir / f"{case.case_id}{file_ending}")
             ref, geo = read_image(raw_labels / f"{case.case_id}{file_ending}")
             metrics = evaluate_case(pred, ref, geo.spacing, self.labels)
