@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="xtlunet", description="Self-configuring 3D segmentation and lesion "
                                      "classification with cross-organ transfer learning from 2D mammograms.")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors in the log")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors, no progress bars")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in _commands():
         add(sub)
@@ -229,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: run a subcommand; user errors print one line and return 2."""
     args = build_parser().parse_args(argv)
+    if args.quiet:
+        import os
+
+        os.environ.setdefault("TQDM_DISABLE", "1")  # read by tqdm when it is first imported
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", force=True)
     try:
         args.func(args)

@@ -87,3 +87,17 @@ def _parse_row(row: dict[str, str], line: int, path: Path, classes: dict[str, in
         raise XtlunetError(f"line {line}: case_id is empty", path=path, fix="fill in the case id")
     fid = row.get("finding_id") or "0"
     return Finding(row["case_id"], fid, row.get("patient_id") or row["case_id"], pos, label)
+
+
+def case_patients(findings: list[Finding]) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """(patient of each case, cases whose findings name different patients).
+
+    An empty patient_id (the case itself) defers to a patient that another finding of the case names.
+    """
+    named: dict[str, list[str]] = {}
+    for f in findings:
+        ids = named.setdefault(f.case_id, [])
+        if f.patient_id != f.case_id and f.patient_id not in ids:
+            ids.append(f.patient_id)
+    return ({c: ids[0] if ids else c for c, ids in named.items()},
+            {c: ids for c, ids in named.items() if len(ids) > 1})

@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from xtlunet.dataset.findings import Finding, read_findings
+from xtlunet.dataset.findings import Finding, case_patients, read_findings
 from xtlunet.dataset.geometry import Geometry
 from xtlunet.dataset.integrity_files import (ImageHeader, Problem, component_problems, dimension_problems,
                                              finite_problems, header_problems, is_nifti, label_value_problems,
@@ -287,14 +287,9 @@ def findings_problems(spec: DatasetSpec, grids: dict[str, Geometry | None] | Non
 
 def patient_problems(path: Path, findings: Sequence[Finding]) -> list[Problem]:
     """Cases whose findings name different patients (the folds are grouped by patient)."""
-    patients: dict[str, list[str]] = {}
-    for f in findings:
-        seen = patients.setdefault(f.case_id, [])
-        if f.patient_id not in seen:
-            seen.append(f.patient_id)
     return [Problem(str(path), f"case {cid} has findings with different patient ids ({', '.join(ids)})",
-                    "give every finding of a case the same patient_id (an empty one means the case itself)")
-            for cid, ids in patients.items() if len(ids) > 1]
+                    "give every finding of a case the same patient_id")
+            for cid, ids in case_patients(list(findings))[1].items()]
 
 
 def position_problems(path: Path, finding: Finding, grid: Geometry, image: str) -> list[Problem]:

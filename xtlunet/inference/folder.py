@@ -117,6 +117,7 @@ def predict_folder(in_dir: Path, out_dir: Path, model: TrainedModel, opts: Predi
         raise XtlunetError(f"cannot create the output folder ({exc.strerror})", path=out_dir,
                            fix="choose a writable folder for -o") from None
     check_writable(out_dir)
+    remove_partial_files(out_dir)
     if model.conf.task == "classification":
         return _predict_findings(cases, out_dir, model, opts)
     result = PredictResult()
@@ -150,6 +151,14 @@ def check_writable(out_dir: Path) -> None:
     except OSError as exc:
         raise XtlunetError(f"output folder is not writable ({exc.strerror})", path=out_dir,
                            fix="choose a writable folder for -o, or make this one writable") from None
+
+
+def remove_partial_files(out_dir: Path) -> None:
+    """Delete the temp files of atomic writes (.CASE.nii.gz.XXXX.partial.nii.gz) that a killed run left behind."""
+    for f in out_dir.iterdir():
+        if f.name.startswith(".") and ".partial" in f.name and f.is_file():
+            f.unlink(missing_ok=True)
+            log.info("removed %s, left by an interrupted run", f.name)
 
 
 def _predict_findings(cases: list[Case], out_dir: Path, model: TrainedModel, opts: PredictOptions) -> PredictResult:

@@ -1,13 +1,25 @@
-"""Networks built from an ArchitectureDescription, in 2D and 3D with the same parameter names."""
-from xtlunet.networks.build import build_network, count_parameters, parameter_groups
-from xtlunet.networks.description import ArchitectureDescription, FAMILIES, family_description
-from xtlunet.networks.encoder import Encoder, build_encoder
-from xtlunet.networks.memory import estimate_memory_bytes
-from xtlunet.networks.nets import ClassificationNet, SegmentationNet
-from xtlunet.networks.torchvision_keys import KeyMapping, torchvision_to_xtlunet, xtlunet_to_torchvision
+"""Networks built from an ArchitectureDescription, in 2D and 3D with the same parameter names.
 
-__all__ = [
-    "ArchitectureDescription", "FAMILIES", "family_description", "build_network", "build_encoder", "Encoder",
-    "SegmentationNet", "ClassificationNet", "count_parameters", "parameter_groups", "estimate_memory_bytes",
-    "KeyMapping", "torchvision_to_xtlunet", "xtlunet_to_torchvision",
-]
+Names are loaded on first use, so importing the description (plans, CLI) does not import torch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "build_network": "build", "count_parameters": "build", "parameter_groups": "build",
+    "ArchitectureDescription": "description", "FAMILIES": "description", "family_description": "description",
+    "Encoder": "encoder", "build_encoder": "encoder", "estimate_memory_bytes": "memory",
+    "ClassificationNet": "nets", "SegmentationNet": "nets",
+    "KeyMapping": "torchvision_keys", "torchvision_to_xtlunet": "torchvision_keys",
+    "xtlunet_to_torchvision": "torchvision_keys",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    """Import the submodule that defines `name` on first access."""
+    if name not in _WHERE:
+        raise AttributeError(f"module 'xtlunet.networks' has no attribute '{name}'")
+    return getattr(importlib.import_module(f"xtlunet.networks.{_WHERE[name]}"), name)

@@ -27,18 +27,24 @@ class CaseArrays:
 
 
 def load_case_arrays(folder: Path, case_id: str) -> CaseArrays:
-    """Memory-map a preprocessed case; a missing or damaged file is a clear error."""
-    try:
-        data = np.load(folder / f"{case_id}.npy", mmap_mode="r")
-        seg_file = folder / f"{case_id}_seg.npy"
-        seg = np.load(seg_file, mmap_mode="r") if seg_file.is_file() else None
-    except (OSError, ValueError) as exc:
-        raise XtlunetError(f"cannot load preprocessed case {case_id} ({exc})", path=folder,
-                           fix="re-run xtlunet plan-and-preprocess (add --overwrite if files are damaged)") from None
+    """Memory-map a preprocessed case; a missing or damaged file (also one truncated: the map checks its size) is a
+    clear error naming the case and the file."""
+    data = _map_array(folder / f"{case_id}.npy", case_id)
+    seg_file = folder / f"{case_id}_seg.npy"
+    seg = _map_array(seg_file, case_id) if seg_file.is_file() else None
     props = read_json(folder / f"{case_id}.json")
     locs = {int(k): np.asarray(v, dtype=np.int64).reshape(-1, seg.ndim if seg is not None else data.ndim - 1)
             for k, v in props.get("class_locations", {}).items() if len(v)}
     return CaseArrays(case_id, data, seg, props, locs)
+
+
+def _map_array(path: Path, case_id: str) -> np.ndarray:
+    """np.load(mmap_mode='r') of one array of a preprocessed case, failures as an XtlunetError."""
+    try:
+        return np.load(path, mmap_mode="r")
+    except (OSError, ValueError, EOFError) as exc:
+        raise XtlunetError(f"cannot load preprocessed case {case_id} ({type(exc).__name__}: {exc})", path=path,
+                           fix="re-run xtlunet plan-and-preprocess (add --overwrite if files are damaged)") from None
 
 
 def extraction_size(patch: Sequence[int], rotation_deg: float, min_scale: float, in_plane_only: bool) -> list[int]:

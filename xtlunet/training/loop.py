@@ -174,7 +174,7 @@ class Loop:
                    disable=not self.dist.is_main)
         for it in bar:
             lr = set_learning_rates(opt, epoch * self.run.iters_per_epoch + it, total, frozen)
-            x, y = self.task.to_device(next(batches), self.net, self.device)
+            x, y = self.task.to_device(self._next_batch(batches), self.net, self.device)
             with amp:
                 loss = loss_fn(model(x), y)
             opt.zero_grad(set_to_none=True)
@@ -201,6 +201,24 @@ class Loop:
         if (epoch + 1) % self.run.save_every == 0 or epoch + 1 == self.run.epochs:
             self._save("checkpoint_latest.pth", opt, epoch + 1)
         distributed.barrier(self.dist)
+
+    def _next_batch(self, batches: Any) -> dict[str, Any]:
+        """The next augmented batch; a loader or worker failure becomes an error naming the case."""
+        try:
+            return next(batches)
+        except RuntimeError as exc:
+            # batchgenerators reports only "background workers are no longer alive" (the worker printed the
+            # loader's "while loading case X: ..." above it): re-open the training cases here to name the broken one
+            self.ctx.load(self.ctx.train_ids)
+            text = str(exc)
+            if "while loading case" in text:
+                raise XtlunetError(text.splitlines()[0], path=self.ctx.data_dir,
+                                   fix="re-run xtlunet plan-and-preprocess with --overwrite") from None
+            raise XtlunetError(f"data augmentation stopped: {text.splitlines()[0] if text else type(exc).__name__}",
+                               path=self.ctx.data_dir,
+                               fix="read the worker's message above; set XTLUNET_n_proc_DA=0 to load in this process "
+                                   "and see the case; re-run xtlunet plan-and-preprocess --overwrite if a case is "
+                                   "damaged") from None
 
     def _final_validation(self) -> dict[str, Any]:
         """Predict the fold's held-out cases and write validation/ + summary.json; then cv_summary.json."""

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold
 
-from xtlunet.dataset.findings import read_findings
+from xtlunet.dataset.findings import case_patients, read_findings
 from xtlunet.errors import XtlunetError
 from xtlunet.utils.atomic import read_json, write_json
 
@@ -40,12 +40,14 @@ def case_groups_and_labels(findings_csv: Path | None, classes: dict[str, int]) -
     """Patient of each case and the case's label for stratification (its highest finding label)."""
     if findings_csv is None or not findings_csv.is_file():
         return None, None
-    groups: dict[str, str] = {}
+    findings = read_findings(findings_csv, classes)
+    groups, conflicts = case_patients(findings)
+    if conflicts:
+        cid, ids = next(iter(conflicts.items()))
+        raise XtlunetError(f"case {cid} has findings with different patient ids ({', '.join(ids)})",
+                           path=findings_csv, fix="give every finding of a case the same patient_id")
     labels: dict[str, int] = {}
-    for f in read_findings(findings_csv, classes):
-        if groups.setdefault(f.case_id, f.patient_id) != f.patient_id:
-            raise XtlunetError(f"case {f.case_id} has findings with different patient ids", path=findings_csv,
-                               fix="give every finding of a case the same patient_id")
+    for f in findings:
         labels[f.case_id] = max(labels.get(f.case_id, 0), f.label)
     return groups, labels
 
