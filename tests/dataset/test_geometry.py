@@ -63,3 +63,12 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
     with pytest.raises(ValueError):
         write_image(tmp_path / "x.nii.gz", np.zeros((3, 3, 3), np.float32), g)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("ending, dtype", [(".png", np.uint8), (".dcm", np.int16)])
+def test_2d_png8_and_dicom_round_trip(tmp_path, ending, dtype):
+    g = Geometry((0.5, 0.5), (0.0, 0.0), (1.0, 0.0, 0.0, 1.0), (24, 32))
+    a = (np.arange(24 * 32).reshape(24, 32) % 200).astype(dtype)
+    write_image(tmp_path / f"m{ending}", a, g)
+    b, g2 = read_image(tmp_path / f"m{ending}", expected_ndim=2)
+    assert np.array_equal(a, b) and g2.shape == (24, 32)

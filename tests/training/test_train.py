@@ -164,3 +164,18 @@ def test_ddp_two_gloo_processes(trained_roots):
     fold = _fold_dir(trained_roots, "Dataset502_Prostate", "ScratchTrainer", "xtlunetPlans", "3d_roi", "3")
     assert "2 process(es)" in (fold / "training_log.txt").read_text()
     assert len(_records(fold)) == 2 and (fold / "validation" / "summary.json").is_file()
+
+
+def test_a_users_own_trainer_module(trained_roots, tmp_path, monkeypatch, capsys):
+    (tmp_path / "my_trainers.py").write_text(
+        "from xtlunet.trainers.arms import ScratchTrainer\n\n\n"
+        "class SlowScratchTrainer(ScratchTrainer):\n"
+        "    \"\"\"Scratch with a smaller learning rate.\"\"\"\n\n"
+        "    initial_lr = 1e-3\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["train", "502", "3d_roi", "4", "-tr", "my_trainers:SlowScratchTrainer", "--epochs", "1",
+                 "--iters-per-epoch", "1", "--device", "cpu", "--no-final-validation"]) == 0
+    fold = _fold_dir(trained_roots, "Dataset502_Prostate", "SlowScratchTrainer", "xtlunetPlans", "3d_roi", "4")
+    ck = torch.load(fold / "checkpoint_final.pth", weights_only=True)
+    assert ck["trainer"] == "SlowScratchTrainer"
+    assert ck["optimizer"]["param_groups"][1]["initial_lr"] == pytest.approx(1e-3)
