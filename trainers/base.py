@@ -9,7 +9,7 @@ from torch import nn
 from xtlunet.networks.build import build_network, parameter_group
 from xtlunet.training.context import TrainingContext, load_context
 from xtlunet.training.data import CaseArrays
-from xtlunet.training.loop import Loop
+from xtlunet.training.loop import Loop, resume_checkpoint
 from xtlunet.training.optim import sgd
 from xtlunet.training.run_spec import RunSpec
 from xtlunet.transfer.report import TransferReport
@@ -32,6 +32,8 @@ class Trainer:
         self.run = run
         self.ctx: TrainingContext = load_context(run, self.name)
         self.check_pretrained()
+        if run.continue_training:
+            resume_checkpoint(self)  # up front: a missing or foreign checkpoint is refused before anything starts
 
     @property
     def name(self) -> str:
@@ -77,9 +79,30 @@ class Trainer:
             g["lr"] = g["initial_lr"]
         return sgd(groups, lr=self.initial_lr, momentum=self.momentum, weight_decay=self.weight_decay)
 
+    def check_model_folder_plans(self) -> None:
+        """Refuse to train into a model folder whose other folds were trained with different plans."""
+        from xtlunet.errors import XtlunetError
+        from xtlunet.plans import Plans
+
+        path = self.ctx.model_dir / "plans.json"
+        if not path.is_file() or Plans.load(path).identity() == self.ctx.plans.identity():
+            return
+        others = sorted(p.parent.name for p in self.ctx.model_dir.glob("fold_*/checkpoint_*.pth")
+                        if p.parent.name != self.run.fold_name)
+        if others:
+            raise XtlunetError(f"the plans changed since {', '.join(sorted(set(others)))} of this model were trained",
+                               path=self.ctx.model_dir, fix="re-plan with another --plans-name, or delete the "
+                               "model folder to train every fold anew")
+
     def fit(self) -> dict[str, Any]:
-        """Train this fold and validate it; the model folder gets the plans and dataset.json predict needs."""
+        """Train this fold and validate it; the model folder gets the plans and dataset.json predict needs.
+
+        The network is initialised (transfer) or restored (--continue) first, so a refused run writes no file.
+        """
+        self.check_model_folder_plans()
+        loop = Loop(self)
+        opt = loop.prepare()
         self.ctx.out_dir.mkdir(parents=True, exist_ok=True)
         self.ctx.plans.save(self.ctx.model_dir / "plans.json")
         write_json(self.ctx.model_dir / "dataset.json", read_json(self.ctx.pre_dir / "dataset.json"))
-        return Loop(self).fit()
+        return loop.fit(opt)

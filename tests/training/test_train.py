@@ -179,3 +179,24 @@ def test_a_users_own_trainer_module(trained_roots, tmp_path, monkeypatch, capsys
     ck = torch.load(fold / "checkpoint_final.pth", weights_only=True)
     assert ck["trainer"] == "SlowScratchTrainer"
     assert ck["optimizer"]["param_groups"][1]["initial_lr"] == pytest.approx(1e-3)
+
+
+def test_new_fold_after_replanning_is_refused(trained_roots, tmp_path, capsys):
+    import shutil
+
+    assert main(["train", "502", "3d_roi", "0", "--epochs", "1", "--iters-per-epoch", "1", "--device", "cpu",
+                 "--no-final-validation"]) == 0
+    model = _fold_dir(trained_roots, "Dataset502_Prostate", "ScratchTrainer", "xtlunetPlans", "3d_roi", "0").parent
+    before = (model / "plans.json").read_bytes()
+    plans_file = trained_roots["preprocessed"] / "Dataset502_Prostate" / "xtlunetPlans.json"
+    saved = tmp_path / "plans_backup.json"
+    shutil.copy(plans_file, saved)
+    try:
+        plans = json.loads(plans_file.read_text())
+        plans["configurations"]["3d_roi"]["batch_size"] += 1
+        plans_file.write_text(json.dumps(plans))
+        code = main(["train", "502", "3d_roi", "1", "--epochs", "1", "--iters-per-epoch", "1", "--device", "cpu"])
+        assert code == 2 and "plans changed since fold_0" in capsys.readouterr().err
+        assert (model / "plans.json").read_bytes() == before and not (model / "fold_1").exists()
+    finally:
+        shutil.copy(saved, plans_file)

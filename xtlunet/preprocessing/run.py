@@ -26,7 +26,7 @@ def source_stamp(case: Case) -> list[list[Any]]:
 
 
 def is_up_to_date(out_dir: Path, case: Case, key: str) -> bool:
-    """Whether a case's arrays exist and were made from the same sources and plan."""
+    """Whether a case's arrays exist, are complete (damaged ones are redone) and came from the same sources and plan."""
     meta = out_dir / f"{case.case_id}.json"
     if not (meta.is_file() and (out_dir / f"{case.case_id}.npy").is_file()):
         return False
@@ -34,7 +34,19 @@ def is_up_to_date(out_dir: Path, case: Case, key: str) -> bool:
         props = read_json(meta)
     except Exception:
         return False
-    return props.get("preprocessing_key") == key and props.get("source_stamp") == source_stamp(case)
+    if props.get("preprocessing_key") != key or props.get("source_stamp") != source_stamp(case):
+        return False
+    arrays = [out_dir / f"{case.case_id}.npy", *([out_dir / f"{case.case_id}_seg.npy"] if case.label_file else [])]
+    return all(_readable_array(f) for f in arrays)
+
+
+def _readable_array(path: Path) -> bool:
+    """Whether a .npy file has a sound header and all its data (the memory map checks the size)."""
+    try:
+        np.load(path, mmap_mode="r")
+        return True
+    except (OSError, ValueError, EOFError):
+        return False
 
 
 def _preprocess_job(args: tuple[Case, DatasetSpec, Plans, ConfigurationPlan, list[Finding], int, Path, str]) -> str:

@@ -44,7 +44,8 @@ def _map_array(path: Path, case_id: str) -> np.ndarray:
         return np.load(path, mmap_mode="r")
     except (OSError, ValueError, EOFError) as exc:
         raise XtlunetError(f"cannot load preprocessed case {case_id} ({type(exc).__name__}: {exc})", path=path,
-                           fix="re-run xtlunet plan-and-preprocess (add --overwrite if files are damaged)") from None
+                           fix="re-run xtlunet plan-and-preprocess for this configuration (it redoes damaged "
+                               "cases)") from None
 
 
 def extraction_size(patch: Sequence[int], rotation_deg: float, min_scale: float, in_plane_only: bool) -> list[int]:

@@ -210,14 +210,13 @@ class Loop:
             # batchgenerators reports only "background workers are no longer alive" (the worker printed the
             # loader's "while loading case X: ..." above it): re-open the training cases here to name the broken one
             self.ctx.load(self.ctx.train_ids)
-            text = str(exc)
-            if "while loading case" in text:
-                raise XtlunetError(text.splitlines()[0], path=self.ctx.data_dir,
-                                   fix="re-run xtlunet plan-and-preprocess with --overwrite") from None
-            raise XtlunetError(f"data augmentation stopped: {text.splitlines()[0] if text else type(exc).__name__}",
-                               path=self.ctx.data_dir,
-                               fix="read the worker's message above; set XTLUNET_n_proc_DA=0 to load in this process "
-                                   "and see the case; re-run xtlunet plan-and-preprocess --overwrite if a case is "
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            if "while loading case" in first:
+                raise XtlunetError(first, path=self.ctx.data_dir,
+                                   fix="re-run xtlunet plan-and-preprocess for this configuration") from None
+            raise XtlunetError(f"data augmentation stopped: {first}", path=self.ctx.data_dir,
+                               fix="read the worker's message above; set XTLUNET_n_proc_DA=0 to load in this "
+                                   "process and see the case; re-run xtlunet plan-and-preprocess if a case is "
                                    "damaged") from None
 
     def _final_validation(self) -> dict[str, Any]:
