@@ -58,8 +58,8 @@ class ResidualBlock(nn.Module):
     @staticmethod
     def layer_specs(dim: int, cin: int, cout: int, kernel: Sequence[int],
                     stride: Sequence[int]) -> list[tuple[int, int, Sequence[int], Sequence[int]]]:
-        """(in, out, kernel, stride) of each conv of the block."""
-        raise NotImplementedError
+        """(in, out, kernel, stride) of each conv of the block (defined by BasicBlock and Bottleneck)."""
+        ...
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Residual forward pass."""
