@@ -1,0 +1,417 @@
+"""Benchmark `xtlunet predict` against `nnUNetv2_predict` on the CPU, with and without test-time mirroring.
+
+Sets up as train_step.py does (brain-ms example, both tools' 3d_fullres plans at the same target spacing, bench
+plans with one patch and nnU-Net's topology and batch size), trains a barely-trained fold-0 model with each tool
+(1 epoch of a few iterations: just weights of the right shape), then times both prediction commands on the
+example's held-back imagesTs cases: wall time per case and peak memory of each command's whole process tree, best of
+--repeats, tools alternating. Checks that the predictions have the input's geometry and reports their Dice against
+labelsTs (both models are barely trained, so the Dice values only show that the outputs are sane).
+
+The same file is the nnU-Net training driver: `--_driver nnunet-train SPEC_JSON` runs in nnU-Net's venv.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import run_measured  # noqa: E402
+from plan_and_preprocess import (BUSY_FRACTION, CONFIGURATION, DATASET_ID, DATASET_NAME, NNUNET, XTLUNET,  # noqa: E402
+                                 ensure_nnunet_venv, fresh, package_version, venv_python, wait_for_idle)
+from train_step import DEFAULT_PATCH, Setup, contended, fmt_axes, prepare, run_step, threads_env  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+MB = 2 ** 20
+NNUNET_TRAINER = "nnUNetTrainer"  # run for 1 epoch of --train-iters iterations (see driver_nnunet_train)
+XTLUNET_TRAINER = "ScratchTrainer"
+MEMORY_NOTE = ("s/case = wall time of the whole command (interpreter start, imports, model loading, preprocessing, "
+               "sliding window, export) / cases, best of the repeats; peak RSS = max over time of the RSS summed over "
+               "the command and every process it started; peak PSS = the same with shared pages split between them")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# nnU-Net training driver (runs in nnU-Net's venv)
+# ---------------------------------------------------------------------------------------------------------------
+
+def driver_nnunet_train(spec: dict[str, Any]) -> None:
+    """nnUNetv2_train's run_training with nnUNetTrainer cut to 1 epoch of a few iterations, no final validation.
+
+    The stock class is used (so the model folder and nnUNetv2_predict -tr find it); only its epoch and iteration
+    counts are changed, by wrapping its __init__ in this process, as nnUNetTrainer_1epoch does with num_epochs.
+    (nnUNetTrainer_1epoch itself cannot be used where torchvision is broken: finding it by name imports every
+    trainer module, and the primus trainers import timm, hence torchvision.)
+    """
+    import functools
+
+    import torch
+    from nnunetv2.run.run_training import run_training
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    torch.set_num_threads(spec["threads"])
+    original_init = nnUNetTrainer.__init__
+
+    @functools.wraps(original_init)  # nnUNetTrainer records its init arguments from the signature
+    def short_init(self, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        self.num_epochs = 1
+        self.num_iterations_per_epoch = spec["iters"]
+        self.num_val_iterations_per_epoch = 1
+
+    nnUNetTrainer.__init__ = short_init
+    nnUNetTrainer.perform_actual_validation = lambda self, *a, **k: None  # like xtlunet's --no-final-validation
+    run_training(str(DATASET_ID), CONFIGURATION, 0, NNUNET_TRAINER, spec["plans"], device=torch.device("cpu"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Set-up: the two models
+# ---------------------------------------------------------------------------------------------------------------
+
+def train_models(setup: Setup, iters: int, threads: int, timeout_s: float) -> dict[str, float]:
+    """Train fold 0 of both tools on the bench plans for one epoch of `iters` iterations; return seconds per tool."""
+    times = {}
+    env = {**threads_env(setup.envs[NNUNET], threads), "nnUNet_n_proc_DA": "0", "nnUNet_compile": "false"}
+    spec = {"plans": setup.bench_plans[NNUNET], "iters": iters, "threads": threads}
+    cmd = [venv_python(setup.venv), Path(__file__).resolve(), "--_driver", "nnunet-train", json.dumps(spec)]
+    what = f"nnU-Net training ({NNUNET_TRAINER}, 1 epoch of {iters} iterations)"
+    times[NNUNET] = run_step(cmd, env, what, setup.work)
+    ck = model_folder(setup, NNUNET) / "fold_0" / "checkpoint_final.pth"
+    if not ck.is_file():
+        sys.exit(f"nnU-Net training wrote no {ck}")
+    cmd = [sys.executable, "-m", "xtlunet", "-q", "train", str(DATASET_ID), CONFIGURATION, "0", "-tr", XTLUNET_TRAINER,
+           "-p", setup.bench_plans[XTLUNET], "--epochs", "1", "--iters-per-epoch", str(iters), "--val-iters", "1",
+           "--no-final-validation", "--device", "cpu"]
+    env = {**threads_env(setup.envs[XTLUNET], threads), "XTLUNET_n_proc_DA": "0"}
+    times[XTLUNET] = run_step(cmd, env, "xtlunet train", setup.work)
+    ck = model_folder(setup, XTLUNET) / "fold_0" / "checkpoint_final.pth"
+    if not ck.is_file():
+        sys.exit(f"xtlunet train wrote no {ck}")
+    return times
+
+
+def model_folder(setup: Setup, tool: str) -> Path:
+    """TRAINER__PLANS__CONFIG of a tool's bench model."""
+    trainer = NNUNET_TRAINER if tool == NNUNET else XTLUNET_TRAINER
+    return setup.outs[tool] / "results" / DATASET_NAME / f"{trainer}__{setup.bench_plans[tool]}__{CONFIGURATION}"
+
+
+def test_input(setup: Setup, copies: int) -> tuple[Path, Path, list[str]]:
+    """The imagesTs folder (or `copies` renamed copies of each of its cases), labelsTs, and the case ids."""
+    src = setup.raw / DATASET_NAME / "imagesTs"
+    labels = setup.raw / DATASET_NAME / "labelsTs"
+    ids = sorted({f.name[: -len("_0000.nii.gz")] for f in src.glob("*_0000.nii.gz")})
+    if not ids:
+        sys.exit(f"no test cases in {src}")
+    if copies == 1:
+        return src, labels, ids
+    dst, dst_labels = setup.work / "imagesTs_copies", setup.work / "labelsTs_copies"
+    fresh(dst)
+    fresh(dst_labels)
+    out = []
+    for k in range(copies):
+        for case in ids:
+            new = f"{case}c{k}"
+            for f in src.glob(f"{case}_*.nii.gz"):
+                shutil.copy(f, dst / f.name.replace(case, new, 1))
+            shutil.copy(labels / f"{case}.nii.gz", dst_labels / f"{new}.nii.gz")
+            out.append(new)
+    return dst, dst_labels, out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Timing and checking
+# ---------------------------------------------------------------------------------------------------------------
+
+def predict_command(setup: Setup, tool: str, in_dir: Path, out_dir: Path, tta: bool, step: float,
+                    npp: int) -> list[str]:
+    """The prediction command of a tool."""
+    if tool == NNUNET:
+        cmd = [str(setup.venv / "bin" / "nnUNetv2_predict"), "-i", str(in_dir), "-o", str(out_dir),
+               "-d", str(DATASET_ID), "-c", CONFIGURATION, "-f", "0", "-tr", NNUNET_TRAINER,
+               "-p", setup.bench_plans[NNUNET], "-device", "cpu", "-step_size", f"{step:g}", "-npp", str(npp),
+               "-nps", "1", "--disable_progress_bar"]
+        return cmd + ([] if tta else ["--disable_tta"])
+    cmd = [sys.executable, "-m", "xtlunet", "-q", "predict", "-i", str(in_dir), "-o", str(out_dir),
+           "-d", str(DATASET_ID), "-c", CONFIGURATION, "-f", "0", "-tr", XTLUNET_TRAINER,
+           "-p", setup.bench_plans[XTLUNET], "--device", "cpu", "--step-size", f"{step:g}", "-npp", str(npp)]
+    return cmd + ([] if tta else ["--no-tta"])
+
+
+@dataclass
+class PredictRun:
+    """One measured prediction run."""
+
+    tool: str
+    tta: bool
+    wall_s: float
+    cpu_s: float
+    peak_rss_bytes: int
+    peak_pss_bytes: int | None
+    max_processes: int
+    other_cpu_s: float
+    contended: bool
+    cases_written: int
+    command: list[str]
+
+
+@dataclass
+class CaseCheck:
+    """A prediction compared with its input and reference label."""
+
+    case_id: str
+    same_geometry: bool
+    dice: float
+    predicted_voxels: int
+    reference_voxels: int
+
+
+def dice(pred, ref) -> float:
+    """Dice of the foreground (label > 0); 1.0 when both are empty."""
+    import numpy as np
+
+    p, r = pred > 0, ref > 0
+    total = int(p.sum()) + int(r.sum())
+    return 1.0 if total == 0 else 2.0 * float(np.logical_and(p, r).sum()) / total
+
+
+def check_predictions(out_dir: Path, in_dir: Path, labels: Path, ids: Sequence[str]) -> list[CaseCheck]:
+    """Geometry (size, spacing, origin, direction) of each prediction vs its input image, and Dice vs its label."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    out = []
+    for case in ids:
+        pred_img = sitk.ReadImage(str(out_dir / f"{case}.nii.gz"))
+        in_img = sitk.ReadImage(str(in_dir / f"{case}_0000.nii.gz"))
+        ref_img = sitk.ReadImage(str(labels / f"{case}.nii.gz"))
+        same = (pred_img.GetSize() == in_img.GetSize()
+                and np.allclose(pred_img.GetSpacing(), in_img.GetSpacing(), rtol=1e-5, atol=1e-6)
+                and np.allclose(pred_img.GetOrigin(), in_img.GetOrigin(), rtol=1e-5, atol=1e-4)
+                and np.allclose(pred_img.GetDirection(), in_img.GetDirection(), atol=1e-5))
+        pred, ref = sitk.GetArrayFromImage(pred_img), sitk.GetArrayFromImage(ref_img)
+        d = dice(pred, ref) if pred.shape == ref.shape else float("nan")
+        out.append(CaseCheck(case, bool(same), d, int((pred > 0).sum()), int((ref > 0).sum())))
+    return out
+
+
+def measure(setup: Setup, tool: str, tta: bool, in_dir: Path, ids: Sequence[str], args: argparse.Namespace,
+            runs: list[PredictRun]) -> Path:
+    """One measured prediction run into a fresh folder; exits with the output tail when it fails."""
+    out_dir = setup.work / "predictions" / f"{'nnunet' if tool == NNUNET else 'xtlunet'}_{'tta' if tta else 'notta'}"
+    fresh(out_dir)
+    cmd = predict_command(setup, tool, in_dir, out_dir, tta, args.step_size, args.npp)
+    if args.wait_idle > 0:
+        wait_for_idle(args.wait_idle)
+    m = run_measured(cmd, threads_env(setup.envs[tool], args.threads), cwd=setup.work, timeout_s=args.timeout)
+    written = len([c for c in ids if (out_dir / f"{c}.nii.gz").is_file()])
+    if m.returncode != 0 or written != len(ids):
+        sys.exit(f"{tool} prediction failed (exit {m.returncode}, {written}/{len(ids)} cases written): "
+                 f"{' '.join(cmd)}\n{m.output_tail}")
+    run = PredictRun(tool, tta, m.wall_s, m.cpu_s, m.peak_rss_bytes, m.peak_pss_bytes, m.max_processes,
+                     m.other_cpu_s, contended(m), written, cmd)
+    runs.append(run)
+    print(f"  {tool:<11} {'TTA   ' if tta else 'no TTA'} {m.wall_s:7.2f} s ({m.wall_s / len(ids):6.2f} s/case), "
+          f"CPU {m.cpu_s:6.1f} s, peak RSS {m.peak_rss_bytes / MB:6.0f} MB, "
+          f"peak PSS {(m.peak_pss_bytes or 0) / MB:6.0f} MB, {m.max_processes} processes"
+          + (f"  [busy machine: other processes used {m.other_cpu_s:.1f} CPU-s]" if run.contended else ""), flush=True)
+    return out_dir
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command-line options."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--patch", nargs="+", default=[str(v) for v in DEFAULT_PATCH], metavar="N",
+                   help="patch of both bench plans (3 sizes divisible by the total stride) or 'plan' for nnU-Net's "
+                        f"planned patch (default {' '.join(map(str, DEFAULT_PATCH))})")
+    p.add_argument("--repeats", type=int, default=2, help="measured runs per tool and TTA setting, alternating (2)")
+    p.add_argument("--train-iters", type=int, default=2, help="training iterations of each tool's 1-epoch model (2)")
+    p.add_argument("--copies", type=int, default=1,
+                   help="predict this many renamed copies of each imagesTs case, to weigh per-case work more than "
+                        "start-up (1)")
+    p.add_argument("--step-size", type=float, default=0.5, help="sliding-window step of both tools (0.5)")
+    p.add_argument("-npp", "--npp", dest="npp", type=int, default=1, help="-npp of both tools (1)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                   help="OMP/MKL/OPENBLAS/NUMEXPR_NUM_THREADS of both commands (this machine's CPU count)")
+    p.add_argument("--no-tta-only", action="store_true", help="skip the runs with test-time mirroring")
+    p.add_argument("--cases", type=int, default=10, help="training cases of the brain-ms example (10)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated dataset (0)")
+    p.add_argument("-np", "--np", dest="np", type=int, default=2, help="workers of both planners (2)")
+    p.add_argument("--no-match-spacing", dest="match_spacing", action="store_false",
+                   help="let nnU-Net plan its own target spacing (then the tools slide over grids of different size)")
+    p.add_argument("--gpu-memory-gb", type=float, default=8.0, help="xtlunet's --gpu-memory-gb for its plan (8)")
+    p.add_argument("--nnunet-venv", type=Path, default=HERE / ".venv-nnunet",
+                   help="virtual environment with nnU-Net v2, created when missing (benchmarks/.venv-nnunet)")
+    p.add_argument("--work", type=Path, default=None, help="work folder (kept); default: a temporary folder")
+    p.add_argument("--keep", action="store_true", help="keep the temporary work folder")
+    p.add_argument("--wait-idle", type=float, default=120.0, metavar="SECONDS",
+                   help=f"before each measured run wait up to this long for an idle machine (< {BUSY_FRACTION:g} "
+                        "cores busy over 2 s); 0: do not wait (120)")
+    p.add_argument("--timeout", type=float, default=1800.0, help="seconds before a command is killed (1800)")
+    p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    p.add_argument("--_driver", nargs=2, metavar=("WHAT", "SPEC"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args._driver is None:
+        if args.patch == ["plan"]:
+            args.patch = None
+        else:
+            try:
+                args.patch = [int(v) for v in args.patch]
+            except ValueError:
+                p.error("--patch takes three integers or 'plan'")
+            if len(args.patch) != 3 or min(args.patch) < 1:
+                p.error("--patch takes three positive integers (z y x, in the plan's transposed axis order)")
+        for name in ("repeats", "train_iters", "copies", "npp", "threads", "cases", "np"):
+            if getattr(args, name) < 1:
+                p.error(f"--{name.replace('_', '-')} must be at least 1")
+        if not 0 < args.step_size <= 1:
+            p.error("--step-size must be in (0, 1]")
+    return args
+
+
+def report(setup: Setup, runs: list[PredictRun], checks: dict[tuple[str, bool], list[CaseCheck]], n_cases: int,
+           windows: dict[str, Any]) -> dict[str, Any]:
+    """Print the table, the ratios and the checks; return the summary for the JSON file."""
+    head = (f"{'tool':<11} {'TTA':<4} {'s/case':>7} {'wall s':>7} {'CPU s':>7} {'peak RSS MB':>12} "
+            f"{'peak PSS MB':>12} {'procs':>5} {'same geom':>9} {'Dice':>6}")
+    print(f"\n{CONFIGURATION} prediction of {n_cases} cases on the CPU, patch {fmt_axes(setup.patch)}, "
+          f"{windows['per_case']} windows per case")
+    print(f"{head}\n{'-' * len(head)}")
+    out: dict[str, Any] = {"results": {}}
+    best: dict[tuple[str, bool], PredictRun] = {}
+    for tta in (True, False):
+        for tool in (NNUNET, XTLUNET):
+            rs = [r for r in runs if r.tool == tool and r.tta == tta]
+            if not rs:
+                continue
+            b = min(rs, key=lambda r: r.wall_s)
+            best[(tool, tta)] = b
+            cs = checks[(tool, tta)]
+            mean_dice = statistics.fmean(c.dice for c in cs)
+            geom = all(c.same_geometry for c in cs)
+            peak_rss = max(r.peak_rss_bytes for r in rs)
+            peak_pss = max(r.peak_pss_bytes or 0 for r in rs)
+            print(f"{tool:<11} {'yes' if tta else 'no':<4} {b.wall_s / n_cases:>7.2f} {b.wall_s:>7.2f} "
+                  f"{min(r.cpu_s for r in rs):>7.1f} {peak_rss / MB:>12.0f} {peak_pss / MB:>12.0f} "
+                  f"{b.max_processes:>5} {'yes' if geom else 'NO':>9} {mean_dice:>6.3f}"
+                  + ("  *" if b.contended else ""))
+            out["results"][f"{tool}{'' if tta else ' no-TTA'}"] = {
+                "tta": tta, "s_per_case": b.wall_s / n_cases, "best_wall_s": b.wall_s,
+                "best_cpu_s": min(r.cpu_s for r in rs), "peak_rss_bytes": peak_rss, "peak_pss_bytes": peak_pss,
+                "same_geometry": geom, "mean_dice": mean_dice, "cases": [asdict(c) for c in cs],
+                "runs": [asdict(r) for r in rs]}
+    out["speed_ratio"] = {}
+    for tta in (True, False):
+        if (NNUNET, tta) in best and (XTLUNET, tta) in best:
+            theirs, ours = best[(NNUNET, tta)], best[(XTLUNET, tta)]
+            ratio = theirs.wall_s / ours.wall_s
+            rss = max(r.peak_rss_bytes for r in runs if r.tool == XTLUNET and r.tta == tta) / max(
+                r.peak_rss_bytes for r in runs if r.tool == NNUNET and r.tta == tta)
+            out["speed_ratio"]["tta" if tta else "no_tta"] = ratio
+            out.setdefault("peak_rss_ratio", {})["tta" if tta else "no_tta"] = rss
+            print(f"xtlunet / nnU-Net v2, {'with' if tta else 'without'} TTA: {ratio:.2f}x as fast "
+                  f"(goal >= 1.5x: {'met' if ratio >= 1.5 else 'NOT met'}), peak RSS {rss:.2f}x")
+    print(f"({MEMORY_NOTE}; * = other processes used more than {BUSY_FRACTION:g} cores during that run)")
+    print("Dice = mean foreground Dice vs labelsTs over the cases (barely trained models: a sanity check only); "
+          "same geom = every prediction has its input's size, spacing, origin and direction")
+    print(f"plans: target spacing nnU-Net {fmt_axes(setup.spacing[NNUNET])}, xtlunet {fmt_axes(setup.spacing[XTLUNET])}"
+          f" ({'matched' if setup.spacing_matched else 'NOT matched: the tools slide over different grids'}); "
+          f"patch {fmt_axes(setup.patch)}, nnU-Net's topology (features {setup.arch['features_per_stage']}, strides "
+          f"{setup.arch['strides']}), batch {setup.batch_size}")
+    busy = [r for r in runs if r.contended]
+    out["contended_runs"] = len(busy)
+    if busy:
+        best_busy = sorted({f"{t} {'TTA' if tta else 'no-TTA'}" for (t, tta), r in best.items() if r.contended})
+        out["contended_best"] = best_busy
+        print(f"note: other processes competed for the CPUs in {len(busy)} of {len(runs)} runs"
+              + (f"; the best time of {', '.join(best_busy)} comes from such a run and is not reliable"
+                 if best_busy else "; the best times shown come from undisturbed runs") + ".")
+    return out
+
+
+def windows_per_case(setup: Setup) -> dict[str, Any]:
+    """Sliding windows per preprocessed test-sized case, from the median shape xtlunet planned."""
+    import math
+
+    plans = json.loads((setup.preprocessed(XTLUNET) / "xtlunetPlans.json").read_text())
+    median = plans["configurations"][CONFIGURATION]["median_shape"]
+    count = 1
+    for size, patch in zip(median, setup.patch):
+        span = max(int(size) - patch, 0)
+        count *= math.ceil(span / (patch * 0.5)) + 1
+    return {"median_shape": median, "per_case": count}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Set up, train both models briefly, time both predictions with and without TTA, print and save."""
+    args = parse_args(argv)
+    if args._driver is not None:
+        what, spec = args._driver
+        if what != "nnunet-train":
+            sys.exit(f"unknown driver {what}")
+        driver_nnunet_train(json.loads(spec))
+        return 0
+    venv = args.nnunet_venv.expanduser().absolute()
+    install_s = ensure_nnunet_venv(venv, "torch==2.13.0", "nnunetv2")
+    work = args.work.expanduser().absolute() if args.work else Path(tempfile.mkdtemp(prefix="xtlunet-predict-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        print(f"setting up in {work}: brain-ms example ({args.cases} cases), xtlunet and nnU-Net plans ...", flush=True)
+        setup = prepare(work, args.cases, args.seed, args.np, venv, args.patch, args.match_spacing,
+                        args.gpu_memory_gb, demo_plan=False)
+        if not setup.spacing_matched:
+            print("WARNING: the tools planned different target spacings; they predict different numbers of windows",
+                  flush=True)
+        start = time.perf_counter()
+        train_s = train_models(setup, args.train_iters, args.threads, args.timeout)
+        setup.setup_s.update({f"{t} training": s for t, s in train_s.items()})
+        print("  " + ", ".join(f"{k} {v:.1f} s" for k, v in setup.setup_s.items())
+              + f" (training total {time.perf_counter() - start:.0f} s)", flush=True)
+        in_dir, labels, ids = test_input(setup, args.copies)
+        windows = windows_per_case(setup)
+        for tool in (NNUNET, XTLUNET):
+            cmd = predict_command(setup, tool, in_dir, Path("OUT"), True, args.step_size, args.npp)
+            print(f"{tool}: {' '.join(cmd)} [{'--disable_tta' if tool == NNUNET else '--no-tta'} without TTA]",
+                  flush=True)
+        runs: list[PredictRun] = []
+        checks: dict[tuple[str, bool], list[CaseCheck]] = {}
+        for tta in ((False,) if args.no_tta_only else (True, False)):
+            for _ in range(args.repeats):
+                for tool in (NNUNET, XTLUNET):
+                    out_dir = measure(setup, tool, tta, in_dir, ids, args, runs)
+                    checks[(tool, tta)] = check_predictions(out_dir, in_dir, labels, ids)
+        summary = report(setup, runs, checks, len(ids), windows)
+        if args.json:
+            doc = {"dataset": DATASET_NAME, "cases": args.cases, "test_cases": ids, "configuration": CONFIGURATION,
+                   "patch": setup.patch, "batch_size": setup.batch_size, "architecture": setup.arch,
+                   "spacing": setup.spacing, "spacing_matched": setup.spacing_matched,
+                   "planned_patch": setup.planned_patch, "windows": windows, "step_size": args.step_size,
+                   "npp": args.npp, "threads": args.threads, "repeats": args.repeats,
+                   "train_iters": args.train_iters, "setup_s": setup.setup_s, "nnunet_install_s": install_s,
+                   "versions": {NNUNET: package_version(venv_python(venv), "nnunetv2"),
+                                XTLUNET: package_version(sys.executable, "xtlunet")},
+                   "commands": {t: predict_command(setup, t, in_dir, Path("OUT"), True, args.step_size, args.npp)
+                                for t in (NNUNET, XTLUNET)},
+                   "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                               "platform": platform.platform()}, **summary}
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(doc, indent=2) + "\n")
+            print(f"wrote {args.json}")
+    finally:
+        if args.work is None and not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        elif args.work is None:
+            print(f"kept {work}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
