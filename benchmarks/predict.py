@@ -283,7 +283,7 @@ def report(setup: Setup, runs: list[PredictRun], checks: dict[tuple[str, bool], 
     head = (f"{'tool':<11} {'TTA':<4} {'s/case':>7} {'wall s':>7} {'CPU s':>7} {'peak RSS MB':>12} "
             f"{'peak PSS MB':>12} {'procs':>5} {'same geom':>9} {'Dice':>6}")
     print(f"\n{CONFIGURATION} prediction of {n_cases} cases on the CPU, patch {fmt_axes(setup.patch)}, "
-          f"{windows['per_case']} windows per case")
+          f"about {windows['per_case']} windows per case (the median case, step 0.5)")
     print(f"{head}\n{'-' * len(head)}")
     out: dict[str, Any] = {"results": {}}
     best: dict[tuple[str, bool], PredictRun] = {}

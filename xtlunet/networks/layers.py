@@ -63,12 +63,12 @@ def is_unit(stride: Sequence[int]) -> bool:
 
 
 def init_weights(module: nn.Module, negative_slope: float) -> None:
-    """He-normal init for convs (fan-out, as torchvision and nnU-Net), zero biases, unit norm scales."""
+    """He-normal init for convs (fan-in for LeakyReLU nets as nnU-Net, fan-out for ReLU nets as torchvision)."""
     for m in module.modules():
         if any(p.is_meta for p in m.parameters(recurse=False)):
             continue  # shape-only networks (memory estimates, name checks) need no values
         if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
-            nn.init.kaiming_normal_(m.weight, a=negative_slope, mode="fan_out",
+            nn.init.kaiming_normal_(m.weight, a=negative_slope, mode="fan_in" if negative_slope else "fan_out",
                                     nonlinearity="leaky_relu" if negative_slope else "relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
