@@ -1,7 +1,10 @@
 """Shared measurement helpers for the benchmarks: wall time and peak memory of a whole process tree."""
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import shutil
 import resource
 import signal
 import subprocess
@@ -220,3 +223,45 @@ def run_measured(cmd: Sequence[str], env: Mapping[str, str] | None, *, cwd: str 
     return Measurement(wall, poller.peak_rss, returncode, "\n".join(tail),
                        poller.peak_pss if pss_interval_s is not None else None, poller.samples, poller.max_processes,
                        poller.cpu_s, children_cpu_s() - cpu_before, machine_cpu)
+
+
+def add_common_arguments(p: argparse.ArgumentParser, venv: Path, busy_fraction: float, what: str) -> None:
+    """Options every nnU-Net side-by-side script shares: venv, work folder, idle wait, timeout, JSON, driver."""
+    p.add_argument("--nnunet-venv", type=Path, default=venv,
+                   help="virtual environment with nnU-Net v2, created when missing (benchmarks/.venv-nnunet)")
+    p.add_argument("--work", type=Path, default=None, help="work folder (kept); default: a temporary folder")
+    p.add_argument("--keep", action="store_true", help="keep the temporary work folder")
+    p.add_argument("--wait-idle", type=float, default=120.0, metavar="SECONDS",
+                   help=f"before each timed run wait up to this long for an idle machine (< {busy_fraction:g} "
+                        "cores busy over 2 s); 0: do not wait (120)")
+    p.add_argument("--timeout", type=float, default=1800.0, help="seconds before a command is killed (1800)")
+    p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    p.add_argument("--_driver", nargs=2, metavar=(what, "SPEC"), help=argparse.SUPPRESS)
+
+
+def parse_patch(p: argparse.ArgumentParser, patch: list[str]) -> list[int] | None:
+    """--patch: three positive integers, or 'plan' (None: keep the plan's patch)."""
+    if patch == ["plan"]:
+        return None
+    try:
+        out = [int(v) for v in patch]
+    except ValueError:
+        p.error("--patch takes three integers or 'plan'")
+    if len(out) != 3 or min(out) < 1:
+        p.error("--patch takes three positive integers (z y x, in the plan's transposed axis order)")
+    return out
+
+
+def write_results(path: Path, doc: Mapping[str, Any]) -> None:
+    """Write the results document as JSON and say where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+def release_work(work: Path, given: Path | None, keep: bool) -> None:
+    """Remove a temporary work folder unless it was given or --keep asked to keep it."""
+    if given is None and not keep:
+        shutil.rmtree(work, ignore_errors=True)
+    elif given is None:
+        print(f"kept {work}")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import machine_busy_cpu_s, run_measured  # noqa: E402
+from _measure import machine_busy_cpu_s, release_work, run_measured, write_results  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DATASET_ID = 501
@@ -434,14 +434,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                "platform": platform.platform()},
                    "tools": {t: r.to_json(args.cases) for t, r in ordered.items()},
                    **summary, "note": FAIRNESS_NOTE.format(gb=args.gpu_memory_gb)}
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(doc, indent=2) + "\n")
-            print(f"wrote {args.json}")
+            write_results(args.json, doc)
     finally:
-        if args.work is None and not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
-        elif args.work is None:
-            print(f"kept {work}")
+        release_work(work, args.work, args.keep)
     return 0
 
 

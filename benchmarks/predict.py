@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import run_measured  # noqa: E402
+from _measure import add_common_arguments, parse_patch, release_work, run_measured, write_results  # noqa: E402
 from plan_and_preprocess import (BUSY_FRACTION, CONFIGURATION, DATASET_ID, DATASET_NAME, NNUNET, XTLUNET,  # noqa: E402
                                  ensure_nnunet_venv, fresh, package_version, venv_python, wait_for_idle)
 from train_step import DEFAULT_PATCH, Setup, contended, fmt_axes, prepare, run_step, threads_env  # noqa: E402
@@ -248,27 +248,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-match-spacing", dest="match_spacing", action="store_false",
                    help="let nnU-Net plan its own target spacing (then the tools slide over grids of different size)")
     p.add_argument("--gpu-memory-gb", type=float, default=8.0, help="xtlunet's --gpu-memory-gb for its plan (8)")
-    p.add_argument("--nnunet-venv", type=Path, default=HERE / ".venv-nnunet",
-                   help="virtual environment with nnU-Net v2, created when missing (benchmarks/.venv-nnunet)")
-    p.add_argument("--work", type=Path, default=None, help="work folder (kept); default: a temporary folder")
-    p.add_argument("--keep", action="store_true", help="keep the temporary work folder")
-    p.add_argument("--wait-idle", type=float, default=120.0, metavar="SECONDS",
-                   help=f"before each measured run wait up to this long for an idle machine (< {BUSY_FRACTION:g} "
-                        "cores busy over 2 s); 0: do not wait (120)")
-    p.add_argument("--timeout", type=float, default=1800.0, help="seconds before a command is killed (1800)")
-    p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
-    p.add_argument("--_driver", nargs=2, metavar=("WHAT", "SPEC"), help=argparse.SUPPRESS)
+    add_common_arguments(p, HERE / ".venv-nnunet", BUSY_FRACTION, "WHAT")
     args = p.parse_args(argv)
     if args._driver is None:
-        if args.patch == ["plan"]:
-            args.patch = None
-        else:
-            try:
-                args.patch = [int(v) for v in args.patch]
-            except ValueError:
-                p.error("--patch takes three integers or 'plan'")
-            if len(args.patch) != 3 or min(args.patch) < 1:
-                p.error("--patch takes three positive integers (z y x, in the plan's transposed axis order)")
+        args.patch = parse_patch(p, args.patch)
         for name in ("repeats", "train_iters", "copies", "npp", "threads", "cases", "np"):
             if getattr(args, name) < 1:
                 p.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -402,14 +385,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 for t in (NNUNET, XTLUNET)},
                    "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                "platform": platform.platform()}, **summary}
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(doc, indent=2) + "\n")
-            print(f"wrote {args.json}")
+            write_results(args.json, doc)
     finally:
-        if args.work is None and not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
-        elif args.work is None:
-            print(f"kept {work}")
+        release_work(work, args.work, args.keep)
     return 0
 
 

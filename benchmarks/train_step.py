@@ -17,7 +17,6 @@ import math
 import os
 import platform
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import Measurement, machine_busy_cpu_s, run_measured  # noqa: E402
+from _measure import (Measurement, add_common_arguments, machine_busy_cpu_s, parse_patch,  # noqa: E402
+                      release_work, run_measured, write_results)
 from plan_and_preprocess import (BUSY_FRACTION, CONFIGURATION, DATASET_ID, DATASET_NAME, NNUNET,  # noqa: E402
                                  THREAD_VARS, XTLUNET, ensure_nnunet_venv, fresh, make_dataset, package_version,
                                  tool_env, venv_python, wait_for_idle)
@@ -426,27 +426,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help=f"skip timing xtlunet on its own --gpu-memory-gb {DEMO_GPU_GB:g} plan")
     p.add_argument("--only", choices=("both", "nnunet", "xtlunet"), default="both", help="which tools to time (both)")
     p.add_argument("--profile", action="store_true", help="print torch.profiler's table of xtlunet's timed steps")
-    p.add_argument("--nnunet-venv", type=Path, default=HERE / ".venv-nnunet",
-                   help="virtual environment with nnU-Net v2, created when missing (benchmarks/.venv-nnunet)")
-    p.add_argument("--work", type=Path, default=None, help="work folder (kept); default: a temporary folder")
-    p.add_argument("--keep", action="store_true", help="keep the temporary work folder")
-    p.add_argument("--wait-idle", type=float, default=120.0, metavar="SECONDS",
-                   help=f"before each timed run wait up to this long for an idle machine (< {BUSY_FRACTION:g} "
-                        "cores busy over 2 s); 0: do not wait (120)")
-    p.add_argument("--timeout", type=float, default=1800.0, help="seconds before a driver is killed (1800)")
-    p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
-    p.add_argument("--_driver", nargs=2, metavar=("TOOL", "SPEC"), help=argparse.SUPPRESS)
+    add_common_arguments(p, HERE / ".venv-nnunet", BUSY_FRACTION, "TOOL")
     args = p.parse_args(argv)
     if args._driver is None:
-        if args.patch == ["plan"]:
-            args.patch = None
-        else:
-            try:
-                args.patch = [int(v) for v in args.patch]
-            except ValueError:
-                p.error("--patch takes three integers or 'plan'")
-            if len(args.patch) != 3 or min(args.patch) < 1:
-                p.error("--patch takes three positive integers (z y x, in the plan's transposed axis order)")
+        args.patch = parse_patch(p, args.patch)
         for name in ("iters", "repeats", "threads", "cases", "np"):
             if getattr(args, name) < 1:
                 p.error(f"--{name} must be at least 1")
@@ -580,14 +563,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 XTLUNET: package_version(sys.executable, "xtlunet")},
                    "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                "platform": platform.platform()}, **summary}
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(doc, indent=2) + "\n")
-            print(f"wrote {args.json}")
+            write_results(args.json, doc)
     finally:
-        if args.work is None and not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
-        elif args.work is None:
-            print(f"kept {work}")
+        release_work(work, args.work, args.keep)
     return 0
 
 
