@@ -4,6 +4,12 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 engine = find_packages(include=["xtlunet", "xtlunet.*"])
+# The repository's top-level planners/ and trainers/ folders install as xtlunet.planners / xtlunet.trainers (and
+# their subpackages as xtlunet.planners.<sub> ...): package_dir is the only thing that maps them, nothing at import
+# time. A non-editable install copies them under xtlunet/. An editable install (pip install -e, PEP 660, setuptools'
+# default "lenient" mode) sees a package_dir that is not a plain layout and installs a meta-path finder mapping
+# xtlunet -> ./xtlunet, xtlunet.planners -> ./planners, xtlunet.trainers -> ./trainers (deeper modules resolve
+# through those packages' __path__). Do not use editable_mode=compat: it only puts the repository root on sys.path.
 extra = {"xtlunet.planners": "planners", "xtlunet.trainers": "trainers"}
 for folder in ("planners", "trainers"):
     for sub in find_packages(where=folder):
@@ -20,13 +26,13 @@ setup(
     package_dir=extra,
     include_package_data=True,
     install_requires=[
-        "torch>=2.1,<2.15",
-        "batchgenerators>=0.25",
+        "torch>=2.3,<2.15",  # torch.amp.GradScaler("cuda", ...) (training/step.py) first exists in 2.3
+        "batchgenerators>=0.25.3",  # MultiThreadedAugmenter._finish(timeout, force) (training/tasks/common.py)
         "SimpleITK>=2.2",
         "nibabel>=5.0",
         "numpy>=1.24",
         "scipy>=1.10",
-        "scikit-learn>=1.2",
+        "scikit-learn>=1.6",  # GroupKFold(shuffle=True, random_state=...) (training/splits.py)
         "tqdm>=4.60",
         "matplotlib>=3.6",
     ],
