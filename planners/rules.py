@@ -6,7 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
-ANISOTROPY_THRESHOLD = 3.0
+from xtlunet.plans import ANISOTROPY_THRESHOLD
+
 MIN_EDGE = 4            # smallest bottleneck edge (voxels)
 MIN_POOL_SIZE = 8       # an axis is pooled only while its feature map is at least this big
 BASE_WIDTH = 32

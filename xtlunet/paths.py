@@ -8,6 +8,7 @@ from xtlunet.errors import XtlunetError
 
 ROOTS = {"raw": "XTLUNET_raw", "preprocessed": "XTLUNET_preprocessed", "results": "XTLUNET_results"}
 FALLBACK = {"raw": "nnUNet_raw", "preprocessed": "nnUNet_preprocessed", "results": "nnUNet_results"}
+NUM_FOLDS = 5  # cross-validation folds of every configuration: fold_0 … fold_{NUM_FOLDS - 1} in a model folder
 
 
 def data_root(kind: str) -> Path:
@@ -33,3 +34,15 @@ def preprocessed_root() -> Path:
 def results_root() -> Path:
     """The results root."""
     return data_root("results")
+
+
+def model_folder(dataset_name: str, trainer: str, plans_name: str, configuration: str) -> Path:
+    """results/DATASET/TRAINER__PLANS__CONFIG: where a trainer's folds of one plan and configuration live."""
+    return results_root() / dataset_name / f"{trainer}__{plans_name}__{configuration}"
+
+
+def model_folders(results: Path, dataset_name: str, configuration: str, trainer: str | None) -> list[Path]:
+    """Model folders of a dataset and configuration (optionally of one trainer)."""
+    base = results / dataset_name
+    pattern = f"{trainer or '*'}__*__{configuration}"
+    return sorted(p for p in base.glob(pattern) if p.is_dir()) if base.is_dir() else []

@@ -13,6 +13,7 @@ from xtlunet.utils.atomic import read_json, write_json
 
 PLANS_VERSION = 1
 DEFAULT_PLANS = "xtlunetPlans"
+ANISOTROPY_THRESHOLD = 3.0  # an axis this many times coarser than the finest is treated apart (spacing, resampling)
 
 
 @dataclass
@@ -31,7 +32,7 @@ class ConfigurationPlan:
     architecture: dict[str, Any]
     num_outputs: int
     data_identifier: str
-    anisotropy_threshold: float = 3.0
+    anisotropy_threshold: float = ANISOTROPY_THRESHOLD
     memory_estimate_gb: float = 0.0
     roi_mm: list[float] | None = None
     source_config: str | None = None
@@ -70,6 +71,10 @@ class Plans:
     def transpose_backward(self) -> list[int]:
         """Inverse permutation of transpose_forward."""
         return [self.transpose_forward.index(i) for i in range(len(self.transpose_forward))]
+
+    def foreground_labels(self) -> list[int]:
+        """The nonzero label values, ascending."""
+        return sorted(v for v in set(self.labels.values()) if v != 0)
 
     def configuration(self, name: str) -> ConfigurationPlan:
         """A configuration by name, or a clear error with a suggestion."""

@@ -33,6 +33,15 @@ class Geometry:
         n = self.ndim
         return np.asarray(self.direction, dtype=np.float64).reshape(n, n)
 
+    def is_single_slice(self) -> bool:
+        """Whether this is a 3D grid exactly one slice deep (a 2D image stored in a 3D file)."""
+        return self.ndim == 3 and self.shape[0] == 1
+
+    def without_slice_axis(self) -> "Geometry":
+        """The 2D geometry of a single-slice 3D grid: its slice axis (z) dropped."""
+        direction = self.direction_matrix()[:2, :2].ravel()
+        return Geometry(self.spacing[1:], self.origin[:2], tuple(float(d) for d in direction), self.shape[1:])
+
     def world_to_index(self, point: Sequence[float]) -> np.ndarray:
         """Continuous array index (z, y, x) of a world point (x, y, z) in LPS mm."""
         rel = np.asarray(point, dtype=np.float64) - np.asarray(self.origin, dtype=np.float64)

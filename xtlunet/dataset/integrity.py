@@ -7,27 +7,23 @@ also reads the voxels (truncated .nii.gz data, NaN/Inf, label values). Per-file 
 from __future__ import annotations
 
 import itertools
-import multiprocessing
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from xtlunet.dataset.findings import Finding, case_patients, read_findings
 from xtlunet.dataset.geometry import Geometry
 from xtlunet.dataset.integrity_files import (ImageHeader, Problem, component_problems, dimension_problems,
-                                             finite_problems, header_problems, is_nifti, label_value_problems,
-                                             non_finite_problem, read_header, read_pixels, scan_nifti)
-from xtlunet.dataset.io import file_ending
-from xtlunet.dataset.spec import Case, DatasetSpec
+                                             finite_problems, header_problems, inspect_header, label_value_problems,
+                                             non_finite_problem, read_pixels, scan_nifti)
+from xtlunet.dataset.io import file_ending, is_nifti
+from xtlunet.dataset.spec import Case, DatasetSpec, channel_of
 from xtlunet.errors import XtlunetError
+from xtlunet.utils.parallel import map_cases
 
 __all__ = ["Problem", "check_dataset", "verify_dataset", "dataset_dimension"]
-
-_CHANNEL = re.compile(r"^(.+)_(\d{4})$")
 
 
 @dataclass(frozen=True)
@@ -59,7 +55,7 @@ def check_dataset(spec: DatasetSpec, deep: bool = True, num_workers: int = 1) ->
     ndim, decided_by = decided if decided else (None, "")
     jobs = [_CaseJob(c, ndim, decided_by, deep, not spec.is_classification, tuple(spec.label_values()))
             for c in (train or []) + test]
-    results = _run(jobs, num_workers)
+    results = map_cases(check_case, jobs, num_workers, desc="checking cases", start_method="spawn", leave=True)
     for result in results:
         problems += result.problems
     if spec.is_classification:
@@ -111,14 +107,14 @@ def naming_problems(spec: DatasetSpec, folder: Path) -> list[Problem]:
     out = []
     n, ending = spec.num_channels, spec.file_ending
     for f in _visible_files(folder):
-        m = _CHANNEL.match(f.name[: -len(ending)]) if f.name.endswith(ending) else None
-        if m is None:
+        channel = channel_of(f.name, ending)
+        if channel is None:
             hint = (f"; it ends in {file_ending(f)} but dataset.json file_ending is {ending}"
                     if not f.name.endswith(ending) else "")
             out.append(Problem(str(f), f"file name does not match CASE_XXXX{ending} (XXXX: 4-digit channel index){hint}",
                                f"rename it to CASE_XXXX{ending} or move it out of {folder.name}"))
-        elif int(m.group(2)) >= n:
-            out.append(Problem(str(f), f"unknown channel {m.group(2)}: dataset.json declares {n} channel(s) "
+        elif channel[1] >= n:
+            out.append(Problem(str(f), f"unknown channel {channel[1]:04d}: dataset.json declares {n} channel(s) "
                                        f"(0000–{n - 1:04d})",
                                "remove the file, or add the channel to channel_names in dataset.json"))
     return out
@@ -184,28 +180,13 @@ def _list_cases(spec: DatasetSpec, split: str) -> list[Case] | None:
 def _decide_dimension(cases: Sequence[Case]) -> tuple[int, str] | None:
     """(2 or 3, file name) from the first case whose channel 0 is a readable 2D/3D image."""
     for case in cases:
-        h = read_header(case.image_files[0])
+        h = inspect_header(case.image_files[0])
         if isinstance(h, ImageHeader) and h.effective_ndim() in (2, 3):
             return h.effective_ndim(), h.path.name
     return None
 
 
 # ---------------------------------------------------------------- per case (run in workers)
-
-def _run(jobs: list[_CaseJob], num_workers: int) -> list[_CaseResult]:
-    """Check every case, in a spawn Pool when num_workers > 1, with a progress bar; results in order."""
-    with tqdm(total=len(jobs), desc="checking cases", unit="case") as bar:
-        if num_workers <= 1 or len(jobs) <= 1:
-            return [_tick(bar, check_case(job)) for job in jobs]
-        with multiprocessing.get_context("spawn").Pool(min(num_workers, len(jobs))) as pool:
-            return [_tick(bar, r) for r in pool.imap(check_case, jobs)]
-
-
-def _tick(bar: tqdm, result: _CaseResult) -> _CaseResult:
-    """Advance the progress bar by one case."""
-    bar.update()
-    return result
-
 
 def check_case(job: _CaseJob) -> _CaseResult:
     """Files of one case, channel grids (segmentation) and the label map's grid."""
@@ -232,7 +213,7 @@ def check_case(job: _CaseJob) -> _CaseResult:
 
 def check_file(path: Path, job: _CaseJob, is_label: bool, problems: list[Problem]) -> Geometry | None:
     """Append one file's problems; its geometry in the dataset's dimension when its header is sound."""
-    h = read_header(path)
+    h = inspect_header(path)
     if isinstance(h, Problem):
         problems.append(h)
         return None

@@ -16,6 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from xtlunet.dataset.geometry import Geometry
+from xtlunet.dataset.io import geometry_of, header_reader, is_nifti
 
 _REREAD = "re-export or re-copy the file"
 
@@ -43,21 +44,14 @@ class ImageHeader:
     pixel_type: str
     geometry: Geometry
 
-    def is_single_slice(self) -> bool:
-        """Whether a stored 3D image has exactly one slice (a 2D image in a 3D file)."""
-        return self.stored_ndim == 3 and self.geometry.shape[0] == 1
-
     def effective_ndim(self) -> int:
         """2 for 2D images and single-slice 3D files, else the stored dimension."""
-        return 2 if self.stored_ndim == 2 or self.is_single_slice() else self.stored_ndim
+        return 2 if self.stored_ndim == 2 or self.geometry.is_single_slice() else self.stored_ndim
 
     def geometry_as(self, ndim: int) -> Geometry:
         """The geometry in `ndim` dimensions (drops the slice axis of a single-slice 3D file for ndim 2)."""
         g = self.geometry
-        if ndim != 2 or not self.is_single_slice():
-            return g
-        direction = np.asarray(g.direction).reshape(3, 3)[:2, :2].ravel()
-        return Geometry(g.spacing[1:], g.origin[:2], tuple(float(d) for d in direction), g.shape[1:])
+        return g.without_slice_axis() if ndim == 2 and g.is_single_slice() else g
 
 
 def itk_message(exc: BaseException) -> str:
@@ -68,25 +62,19 @@ def itk_message(exc: BaseException) -> str:
     return line[:160] or "unreadable"
 
 
-def read_header(path: Path) -> ImageHeader | Problem:
+def inspect_header(path: Path) -> ImageHeader | Problem:
     """Read one image header (no pixel data); a missing, empty or unreadable file is a Problem."""
     if not path.is_file():
         return Problem(str(path), "file not found", "check the file name and the dataset's file_ending")
     if path.stat().st_size == 0:
         return Problem(str(path), "file is empty (0 bytes)", _REREAD)
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
     try:
-        reader.ReadImageInformation()
+        reader = header_reader(path)
     except RuntimeError as exc:
         return Problem(str(path), f"cannot read the image header ({itk_message(exc)})",
                        f"check the file is a complete image in a format SimpleITK reads; {_REREAD}")
-    geometry = Geometry(spacing=tuple(float(s) for s in reader.GetSpacing()[::-1]),
-                        origin=tuple(float(o) for o in reader.GetOrigin()),
-                        direction=tuple(float(d) for d in reader.GetDirection()),
-                        shape=tuple(int(s) for s in reader.GetSize()[::-1]))
     return ImageHeader(path, int(reader.GetDimension()), int(reader.GetNumberOfComponents()),
-                       sitk.GetPixelIDValueAsString(reader.GetPixelID()), geometry)
+                       sitk.GetPixelIDValueAsString(reader.GetPixelID()), geometry_of(reader))
 
 
 def header_problems(h: ImageHeader) -> list[Problem]:
@@ -158,11 +146,6 @@ def nifti_layout(head: bytes) -> NiftiLayout | None:
         dtype = np.dtype(order + _NIFTI_FLOATS[datatype]) if datatype in _NIFTI_FLOATS else None
         return NiftiLayout(int(offset), count * max(int(bitpix), 0) // 8, dtype)
     return None
-
-
-def is_nifti(path: Path) -> bool:
-    """Whether a path names a single-file NIfTI (.nii or .nii.gz)."""
-    return path.name.lower().endswith((".nii", ".nii.gz"))
 
 
 @dataclass

@@ -23,12 +23,40 @@ def file_ending(path: str | Path) -> str:
     return Path(path).suffix.lower()
 
 
-def geometry_of(img: sitk.Image) -> Geometry:
-    """The Geometry of a SimpleITK image (spacing/shape reversed into array order)."""
+def is_nifti(path: str | Path) -> bool:
+    """Whether a path is a NIfTI file (.nii or .nii.gz)."""
+    return file_ending(path) in (".nii", ".nii.gz")
+
+
+def geometry_of(img: sitk.Image | sitk.ImageFileReader) -> Geometry:
+    """The Geometry of a SimpleITK image or read header (spacing/shape reversed into array order)."""
     return Geometry(spacing=tuple(float(s) for s in img.GetSpacing()[::-1]),
                     origin=tuple(float(o) for o in img.GetOrigin()),
                     direction=tuple(float(d) for d in img.GetDirection()),
                     shape=tuple(int(s) for s in img.GetSize()[::-1]))
+
+
+def header_reader(path: str | Path) -> sitk.ImageFileReader:
+    """A SimpleITK reader that has read the header of `path` (no pixel data); ITK's RuntimeError if it cannot."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    return reader
+
+
+def read_header(path: str | Path) -> Geometry:
+    """The geometry of an image from its header alone; a missing, empty or unreadable file raises XtlunetError."""
+    return geometry_of(_checked_header(Path(path)))
+
+
+def _checked_header(path: Path) -> sitk.ImageFileReader:
+    """The read header of `path`; a missing, empty or unreadable file raises XtlunetError naming it."""
+    _check_file(path)
+    try:
+        return header_reader(path)
+    except RuntimeError as exc:
+        raise XtlunetError(f"cannot read image header ({_itk_message(exc)})", path=path,
+                           fix="check the file is a complete, valid image (re-export or re-copy it)") from None
 
 
 def _check_file(path: Path) -> None:
@@ -60,14 +88,17 @@ def read_sitk(path: str | Path, expected_ndim: int | None = None) -> sitk.Image:
         else:
             raise XtlunetError(f"image has {img.GetNumberOfComponentsPerPixel()} components per voxel",
                                path=path, fix="store one channel per file (…_0000, …_0001)")
-    ndim = img.GetDimension()
-    if ndim == 3 and img.GetSize()[2] == 1 and expected_ndim == 2:
+    if img.GetDimension() == 3 and img.GetSize()[2] == 1 and expected_ndim == 2:
         img = img[:, :, 0]
-        ndim = 2
+    _check_ndim(img.GetDimension(), expected_ndim, path)
+    return img
+
+
+def _check_ndim(ndim: int, expected_ndim: int | None, path: Path) -> None:
+    """Refuse an image whose dimension is not the expected one."""
     if expected_ndim is not None and ndim != expected_ndim:
         raise XtlunetError(f"image is {ndim}D but {expected_ndim}D was expected", path=path,
                            fix=f"store each channel as its own {expected_ndim}D file")
-    return img
 
 
 def _rgb_to_gray(img: sitk.Image) -> sitk.Image:
@@ -76,11 +107,6 @@ def _rgb_to_gray(img: sitk.Image) -> sitk.Image:
     gray = sitk.GetImageFromArray(arr @ np.array([0.299, 0.587, 0.114], dtype=np.float32))
     gray.CopyInformation(img)
     return gray
-
-
-def is_nifti(path: str | Path) -> bool:
-    """Whether a path is a NIfTI file (.nii or .nii.gz)."""
-    return file_ending(path) in (".nii", ".nii.gz")
 
 
 def _nifti_voxels(path: Path, shape: tuple[int, ...]) -> np.ndarray:
@@ -98,26 +124,14 @@ def _nifti_voxels(path: Path, shape: tuple[int, ...]) -> np.ndarray:
 
 def _nifti_header(path: Path, expected_ndim: int | None) -> Geometry | None:
     """Geometry of a single-component NIfTI file from its header alone (None for multi-component files)."""
-    _check_file(path)
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as exc:
-        raise XtlunetError(f"cannot read image header ({_itk_message(exc)})", path=path,
-                           fix="check the file is a complete, valid image (re-export or re-copy it)") from None
+    reader = _checked_header(path)
     if reader.GetNumberOfComponents() != 1:
         return None
-    n = reader.GetDimension()
-    spacing, origin, size = reader.GetSpacing(), reader.GetOrigin(), reader.GetSize()
-    direction = np.asarray(reader.GetDirection()).reshape(n, n)
-    if n == 3 and size[2] == 1 and expected_ndim == 2:
-        n, spacing, origin, size, direction = 2, spacing[:2], origin[:2], size[:2], direction[:2, :2]
-    if expected_ndim is not None and n != expected_ndim:
-        raise XtlunetError(f"image is {n}D but {expected_ndim}D was expected", path=path,
-                           fix=f"store each channel as its own {expected_ndim}D file")
-    return Geometry(tuple(float(v) for v in spacing[::-1]), tuple(float(v) for v in origin),
-                    tuple(float(v) for v in direction.ravel()), tuple(int(v) for v in size[::-1]))
+    geo = geometry_of(reader)
+    if geo.is_single_slice() and expected_ndim == 2:
+        geo = geo.without_slice_axis()
+    _check_ndim(geo.ndim, expected_ndim, path)
+    return geo
 
 
 def read_image(path: str | Path, expected_ndim: int | None = None, check_finite: bool = True) -> tuple[np.ndarray, Geometry]:

@@ -145,14 +145,19 @@ class DatasetSpec:
 _CHANNEL = re.compile(r"^(.+)_(\d{4})$")
 
 
+def channel_of(filename: str, file_ending: str) -> tuple[str, int] | None:
+    """(case id, channel index) of a channel file name CASE_XXXX<file_ending>, or None if it is not one."""
+    m = _CHANNEL.match(filename[: -len(file_ending)]) if filename.endswith(file_ending) else None
+    return (m.group(1), int(m.group(2))) if m else None
+
+
 def discover_cases(folder: Path, ending: str, num_channels: int, label_folder: Path | None = None) -> list[Case]:
     """Group `CASE_XXXX<ending>` files of a folder into cases (expected channel paths, present or not)."""
     ids: set[str] = set()
     for f in folder.iterdir():
-        if f.name.endswith(ending) and not f.name.startswith("."):
-            m = _CHANNEL.match(f.name[: -len(ending)])
-            if m:
-                ids.add(m.group(1))
+        channel = None if f.name.startswith(".") else channel_of(f.name, ending)
+        if channel:
+            ids.add(channel[0])
     cases = []
     for cid in sorted(ids):
         files = [folder / f"{cid}_{c:04d}{ending}" for c in range(num_channels)]

@@ -6,13 +6,15 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
+from xtlunet.plans import ANISOTROPY_THRESHOLD
+
 
 def new_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]) -> list[int]:
     """Shape after resampling from `spacing` to `target` (at least 1 voxel per axis)."""
     return [max(1, int(round(s * sp / t))) for s, sp, t in zip(shape, spacing, target)]
 
 
-def anisotropic_axis(spacing: Sequence[float], threshold: float = 3.0) -> int | None:
+def anisotropic_axis(spacing: Sequence[float], threshold: float = ANISOTROPY_THRESHOLD) -> int | None:
     """The axis to treat separately (order 0) when one spacing is > threshold× the finest, else None."""
     sp = np.asarray(spacing, float)
     if len(sp) < 3 or sp.max() / sp.min() <= threshold:
