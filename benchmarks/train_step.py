@@ -289,40 +289,39 @@ def driver_nnunet(spec: dict[str, Any]) -> None:
 
 
 def driver_xtlunet(spec: dict[str, Any]) -> None:
-    """xtlunet's network of an ArchitectureDescription, DeepSupervisionLoss(DiceCELoss()), the trainer's SGD,
-    and the training loop's step (poly lr, zero_grad, backward, grad-norm clip 12, step)."""
+    """xtlunet's training step exactly as a fold runs it: ScratchTrainer's hooks on the bench plans (network, loss,
+    optimiser, poly schedule) and the one TrainStep (autocast, grad scaler, channels-last, clipping)."""
     import torch
 
     torch.set_num_threads(spec["threads"])
-    from xtlunet.networks.build import build_network
-    from xtlunet.networks.description import ArchitectureDescription
-    from xtlunet.trainers.base import Trainer
-    from xtlunet.training.loop import set_learning_rates
-    from xtlunet.training.losses import DeepSupervisionLoss, DiceCELoss, downsample_targets
+    from xtlunet.plans import Plans
+    from xtlunet.trainers.arms import ScratchTrainer
+    from xtlunet.training.losses import downsample_targets
+    from xtlunet.training.optim import apply_schedule
+    from xtlunet.training.run_spec import RunSpec
+    from xtlunet.training.step import TrainStep, place_network
 
     t0 = time.perf_counter()
-    desc = ArchitectureDescription.from_json(spec["architecture"])
-    net = build_network(desc, "segmentation", spec["classes"])
+    device = torch.device(spec.get("device", "cpu"))
+    trainer = ScratchTrainer.for_plans(RunSpec(str(DATASET_ID), CONFIGURATION, 0), Plans.load(Path(spec["plans_file"])))
+    net = place_network(trainer.build_network(), device)
     net.train()
-    trainer = Trainer.__new__(Trainer)  # only its optimiser settings (class attributes) are used
+    loss_fn = trainer.loss(net).to(device)
     opt = trainer.optimizer(net)
-    loss_fn = DeepSupervisionLoss(DiceCELoss(), len(net.deep_supervision_scales()))
+    train_step = TrainStep(net, loss_fn, opt, device, trainer.grad_clip)
+    schedule = trainer.schedule()
     build_s = time.perf_counter() - t0
-    patch, batch = list(spec["patch"]), int(spec["batch"])
-    x, seg = _random_batch(batch, desc.in_channels, patch, spec["classes"], spec["seed"])
+    patch, batch = list(trainer.conf.patch_size), int(trainer.conf.batch_size)
+    x, seg = _random_batch(batch, trainer.conf.network().in_channels, patch, trainer.conf.num_outputs, spec["seed"])
+    x, seg = x.to(device), seg.to(device)
     targets = downsample_targets(seg, net.deep_supervision_scales())
     losses: list[float] = []
     counter = [0]
 
     def step() -> None:
-        set_learning_rates(opt, counter[0], 1000, False)
+        apply_schedule(opt, schedule, counter[0], 1000)
         counter[0] += 1
-        loss = loss_fn(net(x), targets)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), trainer.grad_clip)
-        opt.step()
-        losses.append(float(loss.detach()))
+        losses.append(train_step(x, targets))
 
     if spec.get("profile"):
         _time_steps(step, 0, spec["warmup"])
@@ -528,10 +527,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         plans = {}
         from xtlunet.plans import Plans
 
-        bench = Plans.load(setup.preprocessed(XTLUNET) / f"{setup.bench_plans[XTLUNET]}.json")
-        bconf = bench.configurations[CONFIGURATION]
-        plans[XTLUNET] = {**common, "architecture": bconf.architecture, "patch": bconf.patch_size,
-                          "batch": bconf.batch_size, "classes": bconf.num_outputs, "profile": args.profile}
+        bench_file = setup.preprocessed(XTLUNET) / f"{setup.bench_plans[XTLUNET]}.json"
+        plans[XTLUNET] = {**common, "plans_file": str(bench_file), "profile": args.profile}
         plans[NNUNET] = {**common, "plans": setup.bench_plans[NNUNET]}
         jobs: list[tuple[str, Path | str, str, dict[str, Any], dict[str, str]]] = []
         if args.only in ("both", "nnunet"):
@@ -544,8 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             demo = Plans.load(setup.preprocessed(XTLUNET) / f"{DEMO_PLANS}.json").configurations[CONFIGURATION]
             setup.demo_arch = demo.architecture
             jobs.append((XTLUNET_DEMO, sys.executable, "xtlunet",
-                         {**common, "architecture": demo.architecture, "patch": demo.patch_size,
-                          "batch": demo.batch_size, "classes": demo.num_outputs},
+                         {**common, "plans_file": str(setup.preprocessed(XTLUNET) / f"{DEMO_PLANS}.json")},
                          threads_env(setup.envs[XTLUNET], args.threads)))
         runs: dict[str, list[StepRun]] = {label: [] for label, *_ in jobs}
         for _ in range(args.repeats):

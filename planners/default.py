@@ -27,6 +27,17 @@ class Topology:
     memory_bytes: float
 
 
+def plain_architecture(spacing: list[float], patch: list[int], in_channels: int,
+                       planner: "type[DefaultPlanner] | DefaultPlanner | None" = None) -> ArchitectureDescription:
+    """A planner's plain nnU-Net-like encoder for a patch and spacing (also pretrain-2d's plain 2D network)."""
+    p = planner or DefaultPlanner
+    dim = len(spacing)
+    strides, kernels = rules.pooling_plan(spacing, patch, p.max_stages[dim])
+    return ArchitectureDescription(family="plain", dim=dim, in_channels=in_channels,
+                                   widths=rules.stage_widths(len(strides), p.max_width[dim]),
+                                   strides=strides, kernel_sizes=kernels, blocks=[2] * len(strides), norm=p.norm)
+
+
 class DefaultPlanner:
     """Plans every configuration by nnU-Net-like rules; subclasses swap `architecture`."""
 
@@ -49,12 +60,7 @@ class DefaultPlanner:
     # ---- architecture (the part subclasses change) ----
     def architecture(self, spacing: list[float], patch: list[int]) -> ArchitectureDescription:
         """A plain nnU-Net-like encoder for this patch and spacing."""
-        dim = len(spacing)
-        strides, kernels = rules.pooling_plan(spacing, patch, self.max_stages[dim])
-        return ArchitectureDescription(family="plain", dim=dim, in_channels=self.spec.num_channels,
-                                       widths=rules.stage_widths(len(strides), self.max_width[dim]),
-                                       strides=strides, kernel_sizes=kernels, blocks=[2] * len(strides),
-                                       norm=self.norm)
+        return plain_architecture(spacing, patch, self.spec.num_channels, self)
 
     def constraint(self) -> dict | None:
         """What constrains the topology (None for the default planner)."""

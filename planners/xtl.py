@@ -1,7 +1,6 @@
 """XTLPlanner: a 3D topology whose stages and widths match a pretrained 2D encoder, so every in-plane kernel transfers."""
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ def pretrained_description(pretrained: str) -> tuple[ArchitectureDescription, di
     if not path.exists():
         raise XtlunetError(f"--pretrained '{pretrained}' is neither a checkpoint file nor an encoder family",
                            path=path, fix=f"give a pretrain-2d checkpoint or one of: {', '.join(f for f in FAMILIES if f != 'plain')}")
-    from xtlunet.transfer.checkpoint import load_checkpoint_state
+    from xtlunet.transfer.checkpoint import file_digest, load_checkpoint_state
 
     _, meta = load_checkpoint_state(path)
     arch = meta.get("architecture")
@@ -31,8 +30,7 @@ def pretrained_description(pretrained: str) -> tuple[ArchitectureDescription, di
     if desc.dim != 2:
         raise XtlunetError(f"checkpoint encoder is {desc.dim}D; the XTL planner needs a 2D encoder", path=path,
                            fix="pass a 2D (pretrain-2d) checkpoint")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    return desc, {"source": str(path.resolve()), "sha256": digest}
+    return desc, {"source": str(path.resolve()), "sha256": file_digest(path)}
 
 
 class XTLPlanner(DefaultPlanner):

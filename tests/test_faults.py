@@ -26,6 +26,8 @@ from xtlunet.cli import main
 from xtlunet.dataset.io import read_image
 from xtlunet.plans import Plans
 
+pytestmark = pytest.mark.slow  # end-to-end runs: `pytest -m "not slow"` leaves them out
+
 TRAIN = ["--epochs", "1", "--iters-per-epoch", "1", "--val-iters", "1", "--device", "cpu", "--no-final-validation"]
 MODEL = "ScratchTrainer__xtlunetPlans__3d_fullres"
 

@@ -6,16 +6,24 @@ Transfer arms' defaults (chosen for fine-tuning a transferred encoder under a ne
 - afterwards the encoder learns at 0.1× the base learning rate (discriminative fine-tuning), the new
   layers at nnU-Net's 1e-2, with the same poly decay, SGD Nesterov momentum 0.99 and clipping at 12;
 - transfer must cover ≥ 90 % of the encoder's parameters, or the run refuses to start.
+
+The source checkpoint is read once. An XTL plan records the checkpoint it was planned for (path and
+sha256): XTLTrainer takes it from there when --pretrained is not given, and refuses a --pretrained whose
+content differs from it.
 """
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 from torch import nn
 
 from xtlunet.errors import XtlunetError
-from xtlunet.transfer import transfer_weights
-from xtlunet.transfer.checkpoint import load_checkpoint_state
-from xtlunet.transfer.report import TransferReport
 from xtlunet.trainers.base import Trainer as _Trainer
+from xtlunet.transfer import transfer_weights
+from xtlunet.transfer.checkpoint import file_digest, split_checkpoint
+from xtlunet.transfer.report import TransferReport
+from xtlunet.utils.torch_io import safe_torch_load
 
 
 class ScratchTrainer(_Trainer):
@@ -29,23 +37,41 @@ class TransferTrainer(_Trainer):
     encoder_lr_factor = 0.1
     freeze_fraction = 0.1
     min_encoder_coverage = 0.9
+    takes_plan_source = False   # whether the plan's recorded source checkpoint is this arm's default
+    pretrained_hint = "give a 2D checkpoint with --pretrained"
 
     def check_pretrained(self) -> None:
-        """A transfer arm needs --pretrained; the arm checks the checkpoint's kind."""
-        if self.run.pretrained is None:
-            raise XtlunetError(f"{self.name} needs --pretrained", fix=self.pretrained_hint)
-        _, meta = load_checkpoint_state(self.run.pretrained)
+        """Resolve --pretrained (or the plan's source), check it against the plan, read it once, check its kind."""
+        path = self.pretrained_path()
+        self.source: dict[str, Any] = safe_torch_load(path)
+        _, meta = split_checkpoint(self.source, path)
         self.check_source(meta)
 
-    pretrained_hint = "give a 2D checkpoint with --pretrained"
+    def pretrained_path(self) -> Path:
+        """--pretrained, else the plan's recorded source for arms that take it; a content mismatch is refused."""
+        recorded = (self.conf.pretrained_constraint or {}) if self.takes_plan_source else {}
+        given = self.run.pretrained
+        if given is None:
+            if recorded.get("sha256") and Path(recorded.get("source", "")).is_file():
+                self.run.pretrained = given = Path(recorded["source"])
+            else:
+                raise XtlunetError(f"{self.name} needs --pretrained", fix=self.pretrained_hint)
+        if not Path(given).is_file():
+            raise XtlunetError("--pretrained checkpoint not found", path=given, fix=self.pretrained_hint)
+        if recorded.get("sha256") and file_digest(given) != recorded["sha256"]:
+            raise XtlunetError(f"--pretrained differs from the checkpoint plan {self.plans.plans_name} was made for "
+                               f"(sha256 {file_digest(given)} vs {recorded['sha256']}, {recorded.get('source')})",
+                               path=given, fix="give the checkpoint the plan names (or leave out --pretrained), or "
+                               "re-plan with this one: xtlunet plan-and-preprocess --pretrained CKPT")
+        return Path(given)
 
     def check_source(self, meta: dict) -> None:
         """Arm-specific checks of the source checkpoint's metadata."""
 
     def initialise(self, net: nn.Module) -> TransferReport:
         """Transfer the 2D encoder with the run's conversion mode; refuse below the coverage threshold."""
-        return transfer_weights(self.run.pretrained, net, mode=self.run.transfer_mode,
-                                min_encoder_coverage=self.min_encoder_coverage)
+        return transfer_weights(self.source, net, mode=self.run.transfer_mode,
+                                min_encoder_coverage=self.min_encoder_coverage, source_path=self.run.pretrained)
 
 
 class TLTrainer(TransferTrainer):
@@ -63,7 +89,8 @@ class TLTrainer(TransferTrainer):
 class XTLTrainer(TransferTrainer):
     """Cross-organ transfer: a `pretrain-2d` mammogram checkpoint carried into the 3D network."""
 
-    pretrained_hint = "give a checkpoint written by 'xtlunet pretrain-2d'"
+    takes_plan_source = True
+    pretrained_hint = "give a checkpoint written by 'xtlunet pretrain-2d' (or plan with --pretrained CKPT)"
 
     def check_source(self, meta: dict) -> None:
         """XTL takes a pretrain-2d checkpoint (with architecture and provenance)."""

@@ -8,24 +8,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 from tqdm import tqdm
 
 import xtlunet
+from xtlunet.dataset.io import read_header
 from xtlunet.dataset.spec import DatasetSpec
 from xtlunet.errors import XtlunetError, look_up_option
 from xtlunet.networks.build import build_network
 from xtlunet.networks.description import FAMILIES, ArchitectureDescription, family_description
-from xtlunet.planners import rules
+from xtlunet.planners.default import plain_architecture
 from xtlunet.pretrain.data import NORMALIZATION, ImageSet, load_image_set, validation_split
 from xtlunet.training.augmentation import build_augmentation
 from xtlunet.training.checkpoint import save_checkpoint
 from xtlunet.transfer.checkpoint import FORMAT_VERSION
-from xtlunet.utils.device import autocast, pick_device, seed_everything
+from xtlunet.utils.device import pick_device, seed_everything
 from xtlunet.training.losses import DeepSupervisionLoss, DiceCELoss, classification_loss, downsample_targets
-from xtlunet.training.metrics import auc, confusion_counts, pseudo_dice
-from xtlunet.training.optim import set_poly_lr, sgd
+from xtlunet.metrics import auc, confusion_counts, pseudo_dice
+from xtlunet.training.optim import apply_schedule, poly, sgd
+from xtlunet.training.step import TrainStep, place_network
 from xtlunet.training.progress import Progress
 
 log = logging.getLogger("xtlunet")
@@ -54,16 +55,7 @@ class PretrainConfig:
 
 def image_shapes(spec: DatasetSpec) -> np.ndarray:
     """(N, 2) shapes of the training images, from headers only."""
-    shapes = []
-    for case in spec.cases("Tr"):
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(case.image_files[0]))
-        try:
-            reader.ReadImageInformation()
-        except RuntimeError:
-            raise XtlunetError("cannot read image header", path=case.image_files[0], fix="re-export the image") from None
-        shapes.append(list(reader.GetSize()[:2])[::-1])
-    return np.array(shapes)
+    return np.array([list(read_header(c.image_files[0]).shape[-2:]) for c in spec.cases("Tr")])
 
 
 def check_pretraining_dataset(spec: DatasetSpec, task: str) -> None:
@@ -92,9 +84,7 @@ def description_2d(arch: str, in_channels: int, size: list[int]) -> Architecture
     look_up_option(arch, FAMILIES, "architecture")
     if arch != "plain":
         return family_description(arch, 2, in_channels)
-    strides, kernels = rules.pooling_plan([1.0, 1.0], size, 6)
-    return ArchitectureDescription("plain", 2, in_channels, rules.stage_widths(len(strides), 512), strides,
-                                   kernels, [2] * len(strides), norm="instance")
+    return plain_architecture([1.0, 1.0], size, in_channels)
 
 
 class Pretrainer2D:
@@ -119,7 +109,7 @@ class Pretrainer2D:
                                fix=f"use multiples of {divisor}")
         self.desc = description_2d(cfg.arch, self.spec.num_channels, self.size)
         self.num_classes = len(self.spec.classes) if cfg.task == "classification" else len(self.spec.label_values())
-        self.net = build_network(self.desc, cfg.task, self.num_classes).to(self.device)
+        self.net = place_network(build_network(self.desc, cfg.task, self.num_classes), self.device)
         self.init_report = self._initialise()
         self.progress = Progress(cfg.output.with_name(cfg.output.stem + "_training_log.txt"),
                                  cfg.output.with_name(cfg.output.stem + "_progress.png"),
@@ -187,37 +177,32 @@ class Pretrainer2D:
         augment = build_augmentation(self.size, with_seg=cfg.task == "segmentation")
         loss_fn = self._loss().to(self.device)
         opt = sgd(self.net.parameters(), lr=cfg.lr)
+        train_step = TrainStep(self.net, loss_fn, opt, self.device, grad_clip=12.0)
         total, step = cfg.epochs * cfg.iters_per_epoch, 0
         for epoch in range(cfg.epochs):
             t0 = time.time()
             self.net.train()
             losses = []
             for _ in tqdm(range(cfg.iters_per_epoch), desc=f"epoch {epoch}", unit="it", leave=False):
-                lr = set_poly_lr(opt, step, total)
+                lr = apply_schedule(opt, poly, step, total)
                 x, y = self._batch(train, self._sample(train), augment)
-                with autocast(self.device):
-                    loss = loss_fn(self.net(x), self._targets(y))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.net.parameters(), 12)
-                opt.step()
-                losses.append(float(loss.detach()))
+                losses.append(train_step(x, self._targets(y)))
                 step += 1
-            val_loss, metric = self.validate(val, loss_fn)
+            val_loss, metric = self.validate(val, loss_fn, train_step.autocast)
             line = self.progress.add({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
                                       "metric": metric, "lr": lr, "epoch_time": time.time() - t0})
             log.info(line)
         return self.save(len(tr_idx), len(va_idx))
 
     @torch.no_grad()
-    def validate(self, val: ImageSet, loss_fn: torch.nn.Module) -> tuple[float, float]:
+    def validate(self, val: ImageSet, loss_fn: torch.nn.Module, amp: Any) -> tuple[float, float]:
         """Validation loss and AUC (classification) or foreground Dice (segmentation), no augmentation."""
         self.net.eval()
         losses, probs, counts = [], [], 0
         for start in range(0, len(val.case_ids), self.cfg.batch_size):
             sl = slice(start, start + self.cfg.batch_size)
             x = torch.from_numpy(val.images[sl]).float().to(self.device)
-            with autocast(self.device):
+            with amp:
                 out = self.net(x)
             if self.cfg.task == "classification":
                 y = torch.from_numpy(val.labels[sl]).long().to(self.device)

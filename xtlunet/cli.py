@@ -74,20 +74,21 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
 
 
 def _parse_fold(text: str) -> int | str:
-    """FOLD: 0–4 or 'all'."""
+    """FOLD: a fold index below NUM_FOLDS, or 'all'."""
     from xtlunet.errors import XtlunetError
+    from xtlunet.paths import NUM_FOLDS
 
     if text == "all":
         return "all"
-    if text.isdigit() and 0 <= int(text) <= 4:
+    if text.isdigit() and 0 <= int(text) < NUM_FOLDS:
         return int(text)
-    raise XtlunetError(f"fold '{text}' is not valid", fix="use a fold 0–4 or 'all'")
+    raise XtlunetError(f"fold '{text}' is not valid", fix=f"use a fold 0–{NUM_FOLDS - 1} or 'all'")
 
 
 def _cmd_train(a: argparse.Namespace) -> None:
     """xtlunet train."""
     from xtlunet.training.run_spec import RunSpec
-    from xtlunet.training.launch import train_fold
+    from xtlunet.launch import train_fold
 
     run = RunSpec(dataset=a.dataset, configuration=a.configuration, fold=_parse_fold(a.fold), plans_name=a.p,
                   pretrained=Path(a.pretrained) if a.pretrained else None, transfer_mode=a.transfer_mode,
@@ -96,23 +97,26 @@ def _cmd_train(a: argparse.Namespace) -> None:
                   final_validation=not a.no_final_validation, validation_tta=not a.val_no_tta)
     result = train_fold(a.tr, run)
     if result:
-        from xtlunet.training.loop import summary_line
+        from xtlunet.evaluation.summary import ValidationSummary
 
-        print(f"fold {run.fold} of {a.tr}: {summary_line(result)}")
+        print(f"fold {run.fold} of {a.tr}: {ValidationSummary.from_json(result).one_line()}")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     """Arguments of `train`."""
+    from xtlunet.paths import NUM_FOLDS
     from xtlunet.plans import DEFAULT_PLANS
 
-    p = sub.add_parser("train", help="train one fold (0–4 or all) of a configuration with a trainer (arm)")
+    folds = f"0–{NUM_FOLDS - 1} or all"
+    p = sub.add_parser("train", help=f"train one fold ({folds}) of a configuration with a trainer (arm)")
     p.add_argument("dataset", help="dataset id or name")
     p.add_argument("configuration", help="2d | 3d_fullres | 3d_lowres | 3d_roi")
-    p.add_argument("fold", help="0–4 or all")
+    p.add_argument("fold", help=folds)
     p.add_argument("-tr", default="ScratchTrainer", help="trainer class: ScratchTrainer, TLTrainer, XTLTrainer, "
                    "or module.path:Class")
     p.add_argument("-p", default=DEFAULT_PLANS, help=f"plans name (default {DEFAULT_PLANS})")
-    p.add_argument("--pretrained", default=None, help="2D weights for TL (torchvision) / XTL (pretrain-2d)")
+    p.add_argument("--pretrained", default=None, help="2D weights for TL (torchvision) / XTL (pretrain-2d; default: "
+                   "the checkpoint an XTL plan was made for)")
     p.add_argument("--transfer-mode", default="inflate", help="inflate | center | acs (2D→3D kernel conversion)")
     p.add_argument("--epochs", type=int, default=1000)
     p.add_argument("--iters-per-epoch", type=int, default=250)

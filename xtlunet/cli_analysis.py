@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from xtlunet.dataset.spec import DatasetSpec
+    from xtlunet.evaluation.summary import ValidationSummary
 
 SEGMENTATION_COLUMNS = ("label", "name", "n", "dice", "iou", "hd95_mm", "lesion_tpr", "lesion_ppv", "lesion_f1")
 
@@ -33,13 +34,14 @@ def _reference_ending(ref: Path) -> str:
     return file_ending(files[0])
 
 
-def _segmentation_table(summary: dict[str, Any], names: dict[int, str]) -> list[dict[str, Any]]:
+def _segmentation_table(summary: ValidationSummary, names: dict[int, str]) -> list[dict[str, Any]]:
     """Per class: mean Dice, IoU and HD95 over cases and the lesion-wise rates pooled over cases."""
     rows = []
-    for lab in summary["labels"]:
-        means = {m: v["mean"] for m, v in summary["per_class"][lab].items()}
-        pooled = summary["lesion_pooled"][lab]
-        rows.append({"label": lab, "name": names.get(lab, ""), "n": summary["per_class"][lab]["dice"]["n"],
+    per_class, lesions = summary.per_class(), summary.lesion_pooled()
+    for lab in summary.labels:
+        means = {m: v["mean"] for m, v in per_class[lab].items()}
+        pooled = lesions[lab].to_json()
+        rows.append({"label": lab, "name": names.get(lab, ""), "n": per_class[lab]["dice"]["n"],
                      "dice": means["dice"], "iou": means["iou"], "hd95_mm": means["hd95"],
                      **{k: pooled[k] for k in ("lesion_tpr", "lesion_ppv", "lesion_f1")}})
     return rows
@@ -60,18 +62,17 @@ def _cmd_evaluate(a: argparse.Namespace) -> None:
     else:
         from xtlunet.evaluation.evaluate_folders import evaluate_segmentation_folders
         from xtlunet.evaluation.tables import write_csv
-        from xtlunet.utils.atomic import write_json
 
         ending = spec.file_ending if spec else _reference_ending(ref)
-        rows, summary = evaluate_segmentation_folders(ref, pred, spec.foreground_labels() if spec else None, ending)
+        rows, result = evaluate_segmentation_folders(ref, pred, spec.foreground_labels() if spec else None, ending)
         out = Path(a.o) if a.o else pred
-        summary["outputs"] = [str(write_csv(rows, out / "evaluation.csv")), str(out / "summary.json")]
-        write_json(out / "summary.json", summary)
+        outputs = [str(write_csv(rows, out / "evaluation.csv")), str(result.save(out / "summary.json"))]
         names = {v: k for k, v in spec.labels.items()} if spec else {}
-        extra = f"; {len(summary['extra_predictions'])} prediction(s) without a reference ignored" \
-            if summary["extra_predictions"] else ""
-        print(f"{summary['n_cases']} cases{extra}; lesion rates pooled over cases\n")
-        print(markdown_table(_segmentation_table(summary, names), SEGMENTATION_COLUMNS))
+        extra = f"; {len(result.extra_predictions)} prediction(s) without a reference ignored" \
+            if result.extra_predictions else ""
+        print(f"{len(result.cases)} cases{extra}; lesion rates pooled over cases\n")
+        print(markdown_table(_segmentation_table(result, names), SEGMENTATION_COLUMNS))
+        summary = {"outputs": outputs}
     print("wrote " + ", ".join(summary["outputs"]))
 
 

@@ -1,18 +1,8 @@
-"""Validation metrics: Dice per class and AUC (scikit-learn)."""
+"""Metric primitives shared by training (per-epoch validation) and evaluation: pooled pseudo-Dice and ROC AUC."""
 from __future__ import annotations
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
-
-
-def dice_per_class(pred: np.ndarray, ref: np.ndarray, labels: list[int]) -> dict[int, float]:
-    """Dice of each label (NaN when the label is absent from both)."""
-    out = {}
-    for lab in labels:
-        p, r = pred == lab, ref == lab
-        denom = p.sum() + r.sum()
-        out[lab] = float(2 * np.logical_and(p, r).sum() / denom) if denom else float("nan")
-    return out
 
 
 def pseudo_dice(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:

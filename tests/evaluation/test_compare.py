@@ -15,7 +15,7 @@ from xtlunet.errors import XtlunetError
 from xtlunet.evaluation.compare import compare_arms, compare_classification, compare_segmentation
 from xtlunet.evaluation.segmentation_metrics import LesionCounts
 from xtlunet.evaluation.statistics import delong_test
-from xtlunet.utils.atomic import write_json
+from xtlunet.evaluation.summary import CaseScores, FindingScores, ValidationSummary
 
 ARMS = {"XTLTrainer": "xtlunetPlansXTL", "TLTrainer": "xtlunetPlansXTL", "ScratchTrainer": "xtlunetPlans"}
 SHIFT = {"XTLTrainer": 0.08, "TLTrainer": 0.04, "ScratchTrainer": 0.0}
@@ -26,6 +26,19 @@ SEG, CLS = "Dataset501_Fake", "Dataset502_Lesions"
 def _fold_dir(results: Path, dataset: str, arm: str, fold: int, plans: str | None = None) -> Path:
     """results/DATASET/ARM__PLANS__3d_fullres/fold_K/validation."""
     return results / dataset / f"{arm}__{plans or ARMS[arm]}__3d_fullres" / f"fold_{fold}" / "validation"
+
+
+def _write_cases(path: Path, rows: list[dict]) -> None:
+    """A segmentation ValidationSummary of rows {case_id, label: metrics}."""
+    cases = [CaseScores(r["case_id"], {int(k): v for k, v in r.items() if k != "case_id"}) for r in rows]
+    ValidationSummary(task="segmentation", labels=[1, 2], cases=cases).save(path)
+
+
+def _write_findings(path: Path, rows: list[dict]) -> None:
+    """A classification ValidationSummary of rows {case_id, finding_id, label, p0, p1, ...}."""
+    findings = [FindingScores(r["case_id"], r["finding_id"], int(r["label"]),
+                              [r[f"p{k}"] for k in range(sum(c.startswith("p") for c in r))]) for r in rows]
+    ValidationSummary(task="classification", findings=findings).save(path)
 
 
 def _lesions(i: int, arm: str) -> dict[str, int]:
@@ -47,7 +60,7 @@ def seg_tree(roots: dict[str, Path]) -> dict[str, dict[str, float]]:
         for fold, cases in FOLDS.items():
             rows = [{"case_id": c, **{str(lab + 1): {"dice": d[int(c[1:]), lab], **_lesions(int(c[1:]), arm)}
                                       for lab in range(2)}} for c in cases]
-            write_json(_fold_dir(roots["results"], SEG, arm, fold) / "summary.json", {"cases": rows})
+            _write_cases(_fold_dir(roots["results"], SEG, arm, fold) / "summary.json", rows)
     return expected
 
 
@@ -64,7 +77,7 @@ def cls_tree(roots: dict[str, Path]) -> tuple[dict[str, int], dict[str, dict[str
         for fold, cases in FOLDS.items():
             rows = [{"case_id": k.split("/")[0], "finding_id": k.split("/")[1], "label": labels[k],
                      "p0": 1 - scores[arm][k], "p1": scores[arm][k]} for k in labels if k[:3] in cases]
-            write_json(_fold_dir(roots["results"], CLS, arm, fold) / "summary.json", {"findings": rows, "auc": 0.5})
+            _write_findings(_fold_dir(roots["results"], CLS, arm, fold) / "summary.json", rows)
     return labels, scores
 
 
@@ -161,7 +174,7 @@ def test_multiclass_needs_a_positive_class(roots):
     rows = [{"case_id": f"c{i}", "finding_id": "0", "label": i % 3, "p0": 0.2, "p1": 0.3 + 0.01 * (i % 3 == 1),
              "p2": 0.5 - 0.01 * (i % 5)} for i in range(12)]
     for arm in ("XTLTrainer", "ScratchTrainer"):
-        write_json(_fold_dir(roots["results"], CLS, arm, 0) / "summary.json", {"findings": rows})
+        _write_findings(_fold_dir(roots["results"], CLS, arm, 0) / "summary.json", rows)
     with pytest.raises(XtlunetError, match="3 classes.*--positive-class"):
         compare_arms(502, "3d_fullres", ["XTLTrainer", "ScratchTrainer"], n_boot=10)
     res = compare_arms(502, "3d_fullres", ["XTLTrainer", "ScratchTrainer"], n_boot=10, positive_class="2")

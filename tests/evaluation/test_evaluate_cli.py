@@ -80,9 +80,9 @@ def test_segmentation_with_dataset(run, seg_folders, tmp_path):
     assert code == 0, err
     with open(tmp_path / "ev" / "evaluation.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert [(r["case"], r["label"]) for r in rows] == [(f"case_{i}", str(lab)) for i in range(3) for lab in (1, 2)]
+    assert [(r["case_id"], r["label"]) for r in rows] == [(f"case_{i}", str(lab)) for i in range(3) for lab in (1, 2)]
     for row in rows:
-        pred, ref = arrays[row["case"]]
+        pred, ref = arrays[row["case_id"]]
         expected = evaluate_case(pred, ref, GEO.spacing, [int(row["label"])])[int(row["label"])]
         assert float(row["dice"]) == pytest.approx(expected["dice"])
         assert float(row["hd95"]) == pytest.approx(expected["hd95"])

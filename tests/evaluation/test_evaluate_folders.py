@@ -47,35 +47,37 @@ def test_rows_and_summary_of_a_folder(folders):
     before = sorted(p.name for p in ref_dir.parent.rglob("*"))
     rows, summary = evaluate_segmentation_folders(ref_dir, pred_dir, labels=[1, 2], file_ending=".nii.gz")
     assert sorted(p.name for p in ref_dir.parent.rglob("*")) == before  # writes nothing
-    assert [(r["case"], r["label"]) for r in rows] == [(f"case_{i:03d}", lab) for i in range(3) for lab in (1, 2)]
+    assert [(r["case_id"], r["label"]) for r in rows] == [(f"case_{i:03d}", lab) for i in range(3) for lab in (1, 2)]
     for row in rows:
-        pred, ref = arrays[row["case"]]
+        pred, ref = arrays[row["case_id"]]
         expected = evaluate_case(pred, ref, GEO.spacing, [row["label"]])[row["label"]]
-        assert {k: v for k, v in row.items() if k not in ("case", "label")} == pytest.approx(expected, nan_ok=True)
+        assert {k: v for k, v in row.items() if k not in ("case_id", "label")} == pytest.approx(expected, nan_ok=True)
     dice1 = [r["dice"] for r in rows if r["label"] == 1]
-    assert summary["per_class"][1]["dice"] == {"mean": pytest.approx(np.mean(dice1)),
-                                               "median": pytest.approx(np.median(dice1)), "n": 3}
-    assert summary["per_class"][2]["hd95"]["mean"] == pytest.approx(0.6)  # one voxel along x
-    pooled = summary["lesion_pooled"][1]
+    per_class = summary.per_class()
+    assert per_class[1]["dice"] == {"mean": pytest.approx(np.mean(dice1)), "median": pytest.approx(np.median(dice1)),
+                                    "n": 3}
+    assert per_class[2]["hd95"]["mean"] == pytest.approx(0.6)  # one voxel along x
+    pooled = summary.lesion_pooled()[1].to_json()
     assert (pooled["n_ref_lesions"], pooled["n_ref_detected"], pooled["n_pred_lesions"], pooled["n_pred_tp"]) \
         == (6, 3, 4, 3)
     assert pooled["lesion_tpr"] == 0.5 and pooled["lesion_ppv"] == 0.75
-    assert summary["n_cases"] == 3 and summary["extra_predictions"] == ["case_999.nii.gz"]
-    assert summary["foreground_mean"]["dice"] == pytest.approx(
-        (summary["per_class"][1]["dice"]["mean"] + summary["per_class"][2]["dice"]["mean"]) / 2)
+    assert len(summary.cases) == 3 and summary.extra_predictions == ["case_999.nii.gz"]
+    assert summary.foreground_mean()["dice"] == pytest.approx(
+        (per_class[1]["dice"]["mean"] + per_class[2]["dice"]["mean"]) / 2)
 
 
 def test_labels_default_to_those_in_the_references(folders):
     ref_dir, pred_dir, _ = folders
     rows, summary = evaluate_segmentation_folders(ref_dir, pred_dir)
-    assert summary["labels"] == [1, 2] and len(rows) == 6
+    assert summary.labels == [1, 2] and len(rows) == 6
 
 
 def test_absent_label_gives_nan_means_with_zero_counts(folders):
     ref_dir, pred_dir, _ = folders
     _, summary = evaluate_segmentation_folders(ref_dir, pred_dir, labels=[3])
-    assert math.isnan(summary["per_class"][3]["dice"]["mean"]) and summary["per_class"][3]["dice"]["n"] == 0
-    assert summary["per_class"][3]["hd95"]["mean"] == 0.0
+    per_class = summary.per_class()
+    assert math.isnan(per_class[3]["dice"]["mean"]) and per_class[3]["dice"]["n"] == 0
+    assert per_class[3]["hd95"]["mean"] == 0.0
 
 
 def test_geometry_mismatch_names_the_file_and_the_fix(folders):

@@ -12,6 +12,8 @@ from xtlunet.cli import main
 from xtlunet.dataset.io import read_image
 from tests.conftest import use_roots
 
+pytestmark = pytest.mark.slow  # end-to-end runs: `pytest -m "not slow"` leaves them out
+
 TRAIN = ["--epochs", "1", "--iters-per-epoch", "1", "--device", "cpu", "--no-final-validation"]
 
 

@@ -8,6 +8,8 @@ from xtlunet.plan_and_preprocess import plan_and_preprocess
 from xtlunet.trainers.pretrain2d import PretrainConfig, Pretrainer2D
 from xtlunet.transfer import transfer_weights
 
+pytestmark = pytest.mark.slow  # end-to-end runs: `pytest -m "not slow"` leaves them out
+
 
 @pytest.mark.parametrize("family", ["plain", "resnet18", "resnet34", "resnet50", "vgg16_bn"])
 def test_pretrain_then_transfer_into_xtl_plans(examples, tmp_path, family):

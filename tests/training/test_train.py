@@ -19,6 +19,8 @@ from xtlunet.networks.build import build_network
 from xtlunet.networks.description import family_description
 from xtlunet.networks.torchvision_keys import xtlunet_to_torchvision
 
+pytestmark = pytest.mark.slow  # end-to-end runs: `pytest -m "not slow"` leaves them out
+
 SHORT = ["--epochs", "2", "--iters-per-epoch", "2", "--val-iters", "1", "--device", "cpu"]
 
 
@@ -45,13 +47,14 @@ def test_segmentation_fold_writes_every_file(trained_roots, capsys):
     summary = json.loads((fold / "validation" / "summary.json").read_text())
     splits = json.loads((trained_roots["preprocessed"] / "Dataset501_BrainMS" / "splits_final.json").read_text())
     assert sorted(c["case_id"] for c in summary["cases"]) == sorted(splits[0]["val"])
-    assert 0.0 <= summary["mean_dice"]["1"] <= 1.0 and "lesion_detection" in summary
+    assert summary["format"] == "xtlunet.validation_summary" and summary["task"] == "segmentation"
+    assert 0.0 <= summary["per_class"]["1"]["dice"]["mean"] <= 1.0 and "lesion_pooled" in summary
     for case in splits[0]["val"]:
         pred, pgeo = read_image(fold / "validation" / f"{case}.nii.gz")
         _, igeo = read_image(trained_roots["raw"] / "Dataset501_BrainMS" / "imagesTr" / f"{case}_0000.nii.gz")
         assert pgeo.mismatch(igeo) == [] and set(np.unique(pred)) <= {0, 1}
     cv = json.loads((fold.parent / "cv_summary.json").read_text())
-    assert cv["folds"] == ["fold_0"] and "mean_dice_foreground" in cv
+    assert cv["folds"] == ["fold_0"] and cv["foreground_mean"]["dice"] == summary["foreground_mean"]["dice"]
     assert "fold 0 of ScratchTrainer: mean Dice" in capsys.readouterr().out
 
 
@@ -62,7 +65,8 @@ def test_classification_fold_and_2d_fold(trained_roots, capsys, monkeypatch):
     summary = json.loads((fold / "validation" / "summary.json").read_text())
     assert summary["n_findings"] > 0 and 0.0 <= summary["auc"] <= 1.0
     lines = (fold / "validation" / "predictions.csv").read_text().splitlines()
-    assert lines[0] == "case_id,finding_id,label,p0,p1" and len(lines) == summary["n_findings"] + 1
+    assert lines[0] == "case_id,finding_id,patient_id,x,y,z,label,p_benign,p_significant,predicted"
+    assert len(lines) == summary["n_findings"] + 1
     assert "1 augmentation workers" in (fold / "training_log.txt").read_text()
     assert main(["train", "503", "2d", "0", *SHORT]) == 0
     fold2d = _fold_dir(trained_roots, "Dataset503_Mammo", "ScratchTrainer", "xtlunetPlans", "2d", "0")
@@ -200,3 +204,52 @@ def test_new_fold_after_replanning_is_refused(trained_roots, tmp_path, capsys):
         assert (model / "plans.json").read_bytes() == before and not (model / "fold_1").exists()
     finally:
         shutil.copy(saved, plans_file)
+
+
+def test_a_users_trainer_with_its_own_loss_and_schedule(trained_roots, tmp_path, monkeypatch):
+    (tmp_path / "my_loss_trainers.py").write_text(
+        "from torch import nn\n"
+        "from xtlunet.trainers.arms import ScratchTrainer\n"
+        "from xtlunet.training.optim import cosine\n\n\n"
+        "class TenfoldCE(nn.CrossEntropyLoss):\n"
+        "    \"\"\"Cross-entropy × 10: easy to tell apart in the log.\"\"\"\n\n"
+        "    def forward(self, logits, target):\n"
+        "        return 10 * super().forward(logits, target)\n\n\n"
+        "class CosineTrainer(ScratchTrainer):\n"
+        "    \"\"\"Another loss and another schedule, nothing else.\"\"\"\n\n"
+        "    def loss(self, net):\n"
+        "        return TenfoldCE()\n\n"
+        "    def schedule(self):\n"
+        "        return cosine\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["train", "502", "3d_roi", "0", "-tr", "my_loss_trainers:CosineTrainer", "--epochs", "2",
+                 "--iters-per-epoch", "2", "--device", "cpu", "--no-final-validation"]) == 0
+    records = _records(_fold_dir(trained_roots, "Dataset502_Prostate", "CosineTrainer", "xtlunetPlans", "3d_roi", "0"))
+    # the log's lr is the last step's of each epoch: steps 1 and 3 of 4 on the cosine curve (poly would differ)
+    assert [r["lr"] for r in records] == pytest.approx([1e-2 * (1 + np.cos(np.pi * s / 4)) / 2 for s in (1, 3)])
+    # training and per-epoch validation both use the trainer's loss: ten times a two-class cross-entropy
+    assert all(r["train_loss"] > 3 and r["val_loss"] > 3 for r in records), records
+
+
+def test_xtl_takes_the_checkpoint_its_plan_was_made_for(trained_roots, tmp_path, capsys):
+    ckpt = tmp_path / "mammo_plain.pth"
+    assert main(["pretrain-2d", "-d", "503", "--arch", "plain", "--epochs", "1", "--iters-per-epoch", "1",
+                 "--batch-size", "2", "--input-size", "64", "64", "--device", "cpu", "-o", str(ckpt)]) == 0
+    assert main(["-q", "plan-and-preprocess", "-d", "501", "-c", "3d_fullres", "--pretrained", str(ckpt),
+                 "--plans-name", "xtlunetPlansMammo", "--gpu-memory-gb", "0.4"]) == 0
+    argv = ["train", "501", "3d_fullres", "0", "-p", "xtlunetPlansMammo", "-tr", "XTLTrainer", "--epochs", "1",
+            "--iters-per-epoch", "1", "--device", "cpu", "--no-final-validation"]
+    assert main(argv) == 0   # no --pretrained: the plan's checkpoint
+    fold = _fold_dir(trained_roots, "Dataset501_BrainMS", "XTLTrainer", "xtlunetPlansMammo", "3d_fullres", "0")
+    report = json.loads((fold / "transfer_report.json").read_text())
+    assert report["source"] == str(ckpt.resolve()) and report["coverage"]["encoder"] >= 0.9
+    other = tmp_path / "other.pth"
+    ck = torch.load(ckpt, weights_only=True)
+    first = next(k for k in ck["state_dict"] if k.endswith("weight"))
+    ck["state_dict"][first] = ck["state_dict"][first] + 1
+    torch.save(ck, other)
+    capsys.readouterr()
+    assert main([*argv[:3], "1", *argv[4:], "--pretrained", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "differs from the checkpoint plan xtlunetPlansMammo was made for" in err and str(other) in err
+    assert not fold.with_name("fold_1").exists()

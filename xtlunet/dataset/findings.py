@@ -101,3 +101,22 @@ def case_patients(findings: list[Finding]) -> tuple[dict[str, str], dict[str, li
             ids.append(f.patient_id)
     return ({c: ids[0] if ids else c for c, ids in named.items()},
             {c: ids for c, ids in named.items() if len(ids) > 1})
+
+
+def prediction_columns(class_names: list[str], labelled: bool) -> list[str]:
+    """predictions.csv's one schema: the findings columns, then p_<class> per class (value order), then predicted."""
+    head = [c for c in COLUMNS if c != "label"] + (["label"] if labelled else [])
+    return head + [f"p_{n}" for n in class_names] + ["predicted"]
+
+
+def prediction_row(finding: Finding, probabilities: list[float], class_names: list[str],
+                   labelled: bool) -> dict[str, object]:
+    """One predictions.csv row of a finding with its class probabilities (by class value)."""
+    pos = finding.position or ("", "", "")
+    row: dict[str, object] = {"case_id": finding.case_id, "finding_id": finding.finding_id,
+                              "patient_id": finding.patient_id, "x": pos[0], "y": pos[1], "z": pos[2]}
+    if labelled:
+        row["label"] = finding.label
+    row.update({f"p_{n}": round(float(p), 6) for n, p in zip(class_names, probabilities)})
+    row["predicted"] = class_names[max(range(len(probabilities)), key=lambda k: probabilities[k])]
+    return row

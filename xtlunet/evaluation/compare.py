@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from xtlunet.dataset.spec import DatasetSpec, find_dataset
+from xtlunet.dataset.spec import find_dataset
 from xtlunet.errors import XtlunetError, did_you_mean, look_up_option
 from xtlunet.evaluation.classification_metrics import auc_with_ci, roc_png
 from xtlunet.evaluation.segmentation_metrics import LesionCounts
 from xtlunet.evaluation.statistics import bootstrap_auc_diff_ci, bootstrap_mean_diff_ci, delong_test, paired_wilcoxon
 from xtlunet.evaluation.tables import markdown_table, write_csv
-from xtlunet.paths import results_root
+from xtlunet.evaluation.summary import CaseScores, FindingScores, ValidationSummary
+from xtlunet.paths import NUM_FOLDS, model_folders, results_root
 from xtlunet.utils.atomic import atomic_path, read_json, write_text
 
 NAN = float("nan")
@@ -28,7 +28,6 @@ ARM_COLUMNS = {"segmentation": ("arm", "n", "mean_dice", "sd_dice", "median_dice
                "classification": ("arm", "n", "n_positive", "auc", "ci_low", "ci_high")}
 PAIR_COLUMNS = {"segmentation": ("arm", "vs", "n", "mean_diff", "ci_low", "ci_high", "p_wilcoxon"),
                 "classification": ("arm", "vs", "n", "auc_diff", "ci_low", "ci_high", "z_delong", "p_delong")}
-_PROB = re.compile(r"^p(\d+)$")
 
 
 def few(items: Sequence[Any], n: int = 3) -> str:
@@ -101,8 +100,6 @@ def compare_classification(labels: Mapping[str, int], scores_by_arm: Mapping[str
 
 def resolve_arm(results: Path, dataset_name: str, configuration: str, arm: str) -> Path:
     """The model folder of an arm named TRAINER or TRAINER__PLANS; a missing or ambiguous arm is an error."""
-    from xtlunet.inference.models import model_folders
-
     found = [results / dataset_name / f"{arm}__{configuration}"] if "__" in arm else \
         model_folders(results, dataset_name, configuration, arm)
     found = [f for f in found if f.is_dir()]
@@ -120,12 +117,12 @@ def resolve_arm(results: Path, dataset_name: str, configuration: str, arm: str) 
 
 
 def finished_folds(folder: Path) -> list[int]:
-    """Folds 0–4 of a model folder that have a validation/summary.json."""
-    return [k for k in range(5) if (folder / f"fold_{k}" / "validation" / "summary.json").is_file()]
+    """Folds of a model folder that have a validation/summary.json."""
+    return [k for k in range(NUM_FOLDS) if (folder / f"fold_{k}" / "validation" / "summary.json").is_file()]
 
 
 def load_fold_summaries(folders: Mapping[str, Path], folds: Sequence[int] | None = None,
-                        ) -> tuple[list[int], dict[str, dict[int, dict[str, Any]]]]:
+                        ) -> tuple[list[int], dict[str, dict[int, ValidationSummary]]]:
     """(folds used, {arm: {fold: summary}}); default folds: those every arm has finished."""
     done = {arm: finished_folds(f) for arm, f in folders.items()}
     if folds is not None:
@@ -141,49 +138,41 @@ def load_fold_summaries(folders: Mapping[str, Path], folds: Sequence[int] | None
         if missing:
             raise XtlunetError(f"arm {arm} has no validation/summary.json for fold(s) {few(missing)}",
                                path=folders[arm], fix=f"finish those folds, or pass --folds from {have or 'none'}")
-    return list(folds), {arm: {k: read_json(f / f"fold_{k}" / "validation" / "summary.json") for k in folds}
-                         for arm, f in folders.items()}
+    return list(folds), {arm: {k: ValidationSummary.load(f / f"fold_{k}" / "validation" / "summary.json")
+                               for k in folds} for arm, f in folders.items()}
 
 
-def _task_of(summaries: Mapping[str, Mapping[int, dict[str, Any]]]) -> str:
+def _task_of(summaries: Mapping[str, Mapping[int, ValidationSummary]]) -> str:
     """'segmentation' or 'classification', the same for every arm and fold."""
-    tasks = {("classification" if "findings" in s else "segmentation" if "cases" in s else "?")
-             for by_fold in summaries.values() for s in by_fold.values()}
-    if len(tasks) != 1 or "?" in tasks:
-        raise XtlunetError(f"the arms' validation summaries are of different or unknown kinds ({few(sorted(tasks))})",
+    tasks = {s.task for by_fold in summaries.values() for s in by_fold.values()}
+    if len(tasks) != 1:
+        raise XtlunetError(f"the arms' validation summaries are of different kinds ({few(sorted(tasks))})",
                            fix="compare arms of one dataset and configuration, with finished final validations")
     return tasks.pop()
 
 
-def _items(task: str, arm: str, by_fold: Mapping[int, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def _items(task: str, arm: str, by_fold: Mapping[int, ValidationSummary]) -> dict[str, Any]:
     """An arm's validation cases (by case_id) or findings (by case_id/finding_id); refuses one in two folds."""
-    out: dict[str, dict[str, Any]] = {}
-    for fold, s in by_fold.items():
-        for item in s["cases" if task == "segmentation" else "findings"]:
-            key = item["case_id"] if task == "segmentation" else f"{item['case_id']}/{item['finding_id']}"
+    out: dict[str, Any] = {}
+    for s in by_fold.values():
+        for item in (s.cases if task == "segmentation" else s.findings):
+            key = item.case_id if task == "segmentation" else item.key
             if key in out:
                 raise XtlunetError(f"arm {arm} validated '{key}' in two folds", fix="use folds of one cross-validation")
             out[key] = item
     return out
 
 
-def _check_splits(task: str, folds: Sequence[int], summaries: Mapping[str, Mapping[int, dict[str, Any]]]) -> None:
+def _check_splits(task: str, folds: Sequence[int], summaries: Mapping[str, Mapping[int, ValidationSummary]]) -> None:
     """Refuse arms whose validation cases differ in a fold: they must be on the same splits."""
     fix = "train every arm with the same splits (the dataset's splits_final.json) and compare those folds"
     for k in folds:
         same_keys({arm: _items(task, arm, {k: s[k]}) for arm, s in summaries.items()}, f"cases in fold {k}", fix)
 
 
-def case_dice(case: Mapping[str, Any]) -> tuple[float, LesionCounts]:
-    """A validation case's Dice (mean over foreground classes scored) and its lesion counts pooled over classes."""
-    classes = [v for k, v in case.items() if k != "case_id" and isinstance(v, dict)]
-    dices = [float(c["dice"]) for c in classes if c.get("dice") is not None and math.isfinite(c["dice"])]
-    return (float(np.mean(dices)) if dices else NAN), sum(map(LesionCounts.from_json, classes), LesionCounts())
-
-
-def _positive_index(positive: str | None, findings: Mapping[str, Mapping[str, Any]], folder: Path) -> int:
+def _positive_index(positive: str | None, findings: Mapping[str, FindingScores], classes: Mapping[str, int]) -> int:
     """The class scored as positive: class 1 of a binary task, else the --positive-class value or name."""
-    n_classes = len([k for k in next(iter(findings.values()), {}) if _PROB.match(k)])
+    n_classes = len(next(iter(findings.values())).probabilities) if findings else 0
     if positive is None:
         if n_classes == 2:
             return 1
@@ -191,8 +180,8 @@ def _positive_index(positive: str | None, findings: Mapping[str, Mapping[str, An
                            fix="pass --positive-class CLASS to compare one-vs-rest AUCs of that class")
     if positive.isdigit() and int(positive) < n_classes:
         return int(positive)
-    classes = DatasetSpec.load(folder).classes if (folder / "dataset.json").is_file() else {}
-    return classes[look_up_option(positive, list(classes) or [str(k) for k in range(n_classes)], "class")]
+    return classes[look_up_option(positive, list(classes) or [str(k) for k in range(n_classes)], "class")] \
+        if classes else int(look_up_option(positive, [str(k) for k in range(n_classes)], "class"))
 
 
 def dice_boxplot(dice: Mapping[str, Mapping[str, float]], path: str | Path, title: str) -> Path:
@@ -238,28 +227,27 @@ def comparison_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{"row": r["row"], "arm": r["arm"], "vs": r.get("vs", ""), **r} for r in rows]
 
 
-def _segmentation_arms(items: Mapping[str, Mapping[str, dict[str, Any]]], n_boot: int, seed: int, png: Path,
+def _segmentation_arms(items: Mapping[str, Mapping[str, CaseScores]], n_boot: int, seed: int, png: Path,
                        title: str) -> dict[str, Any]:
     """compare_segmentation on the arms' validation cases, and the Dice box plots."""
-    per_case = {arm: {k: case_dice(c) for k, c in it.items()} for arm, it in items.items()}
-    dice = {arm: {k: v[0] for k, v in pc.items()} for arm, pc in per_case.items()}
-    lesions = {arm: sum((v[1] for v in pc.values()), LesionCounts()) for arm, pc in per_case.items()}
+    dice = {arm: {k: c.mean_dice() for k, c in it.items()} for arm, it in items.items()}
+    lesions = {arm: sum((c.lesions() for c in it.values()), LesionCounts()) for arm, it in items.items()}
     result = compare_segmentation(dice, lesions, n_boot, seed)
     dice_boxplot(dice, png, title)
     return result
 
 
-def _classification_arms(items: Mapping[str, Mapping[str, dict[str, Any]]], pos: int, n_boot: int, seed: int,
+def _classification_arms(items: Mapping[str, Mapping[str, FindingScores]], pos: int, n_boot: int, seed: int,
                          png: Path, title: str) -> dict[str, Any]:
     """compare_classification of class `pos` against the rest on the arms' validation findings, and the ROC curves."""
-    labels = {arm: {k: int(int(f["label"]) == pos) for k, f in it.items()} for arm, it in items.items()}
+    labels = {arm: {k: int(f.label == pos) for k, f in it.items()} for arm, it in items.items()}
     (first, ref), *rest = labels.items()
     for arm, lab in rest:
         differ = sorted(k for k in ref if lab.get(k) != ref[k])
         if differ:
             raise XtlunetError(f"arms {first} and {arm} disagree on the label of {few(differ)}",
                                fix="compare arms trained on the same findings.csv")
-    scores = {arm: {k: float(f[f"p{pos}"]) for k, f in it.items()} for arm, it in items.items()}
+    scores = {arm: {k: float(f.probabilities[pos]) for k, f in it.items()} for arm, it in items.items()}
     result = compare_classification(ref, scores, n_boot, seed)
     keys = result["keys"]
     roc_png([ref[k] for k in keys], {a: [s[k] for k in keys] for a, s in scores.items()}, png,
@@ -284,7 +272,8 @@ def compare_arms(dataset: str | int, configuration: str, arms: Sequence[str], fo
     if task == "segmentation":
         result = _segmentation_arms(items, n_boot, seed, outputs[2], f"{name} {configuration}")
     else:
-        pos = _positive_index(positive_class, items[arms[0]], folders[arms[0]])
+        classes = next(iter(summaries[arms[0]].values())).classes
+        pos = _positive_index(positive_class, items[arms[0]], classes)
         result = _classification_arms(items, pos, n_boot, seed, outputs[2], f"{name} {configuration}")
     result.update(dataset=name, configuration=configuration, folds=used,
                   arm_folders={a: f.name for a, f in folders.items()})

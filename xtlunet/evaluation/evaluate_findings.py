@@ -18,7 +18,7 @@ from xtlunet.errors import XtlunetError
 from xtlunet.evaluation.classification_metrics import auc_with_ci, roc_png, youden_point
 from xtlunet.evaluation.compare import few
 from xtlunet.evaluation.tables import write_csv
-from xtlunet.utils.atomic import write_json
+from xtlunet.evaluation.summary import FindingScores, ValidationSummary
 
 PREDICTIONS = "predictions.csv"
 ROW_COLUMNS = ("class", "value", "n", "n_positive", "auc", "ci_low", "ci_high", "threshold", "sensitivity",
@@ -127,8 +127,9 @@ def evaluate_findings(reference: str | Path, predictions: str | Path, classes: M
             png = out / ("roc.png" if len(names) == 2 else f"roc_{row['class']}.png")
             rest = names[0] if len(names) == 2 else "rest"
             outputs.append(roc_png(y, {f"{row['class']} vs {rest}": probs[:, row["value"]]}, png))
-    summary = {"reference": str(reference), "predictions": str(pred_file), "classes": classes,
-               "n_findings": len(keys), "per_class": rows, "outputs": [str(p) for p in outputs]}
-    write_json(out / "summary.json", summary)
-    summary["outputs"].append(str(out / "summary.json"))
-    return summary
+    scored = [FindingScores(*k.partition("/")[::2], int(y), [float(v) for v in p]) for k, y, p in zip(keys, labels, probs)]
+    result = ValidationSummary(task="classification", classes=dict(classes), findings=scored,
+                               source={"reference": str(reference), "predictions": str(pred_file)},
+                               extra={"per_class": rows, "outputs": [str(p) for p in outputs] + [str(out / "summary.json")]})
+    result.save(out / "summary.json")
+    return result.to_json()

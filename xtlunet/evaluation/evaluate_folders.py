@@ -1,7 +1,6 @@
 """Evaluate a folder of predicted segmentations against a folder of references (files matched by name)."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -9,10 +8,8 @@ import numpy as np
 
 from xtlunet.dataset.io import read_image
 from xtlunet.errors import XtlunetError
-from xtlunet.evaluation.segmentation_metrics import LesionCounts, evaluate_case
-
-SUMMARY_METRICS = ("dice", "iou", "hd95", "volume_diff_mm3", "volume_rel_diff", "lesion_tpr", "lesion_ppv",
-                   "lesion_f1")
+from xtlunet.evaluation.segmentation_metrics import evaluate_case
+from xtlunet.evaluation.summary import CaseScores, ValidationSummary
 
 
 def _case_files(ref_dir: Path, pred_dir: Path, file_ending: str) -> tuple[list[Path], list[str]]:
@@ -54,42 +51,21 @@ def _read_pair(ref_path: Path, pred_path: Path, case: str) -> tuple[np.ndarray, 
     return pred, ref, ref_geo.spacing
 
 
-def _stats(values: list[float]) -> dict[str, float]:
-    """Mean and median over the finite values, and how many there were."""
-    finite = [v for v in values if math.isfinite(v)]
-    if not finite:
-        return {"mean": math.nan, "median": math.nan, "n": 0}
-    return {"mean": float(np.mean(finite)), "median": float(np.median(finite)), "n": len(finite)}
-
-
-def summarize(rows: Sequence[dict[str, Any]], labels: Sequence[int]) -> dict[str, Any]:
-    """Mean/median per class of each summary metric, their mean over classes, and pooled lesion counts."""
-    per_class: dict[int, dict[str, dict[str, float]]] = {}
-    pooled: dict[int, dict[str, float]] = {}
-    for lab in labels:
-        mine = [r for r in rows if r["label"] == lab]
-        per_class[lab] = {m: _stats([r[m] for r in mine]) for m in SUMMARY_METRICS}
-        pooled[lab] = sum((LesionCounts.from_json(r) for r in mine), LesionCounts()).to_json()
-    foreground = {m: _stats([per_class[lab][m]["mean"] for lab in labels])["mean"] for m in SUMMARY_METRICS}
-    return {"n_cases": len({r["case"] for r in rows}), "labels": list(labels), "per_class": per_class,
-            "foreground_mean": foreground, "lesion_pooled": pooled}
-
-
 def evaluate_segmentation_folders(ref_dir: str | Path, pred_dir: str | Path, labels: Sequence[int] | None = None,
                                   file_ending: str = ".nii.gz", *, min_overlap: float = 0.0,
                                   min_lesion_voxels: int = 1, connectivity: int | None = None,
-                                  ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """(one row per case and label, summary) for every reference case; labels=None reads the references twice."""
+                                  ) -> tuple[list[dict[str, Any]], ValidationSummary]:
+    """(one row per case and label, the ValidationSummary) of every reference case; labels=None reads them twice."""
     ref_dir, pred_dir = Path(ref_dir), Path(pred_dir)
     refs, extra = _case_files(ref_dir, pred_dir, file_ending)
     labels = _reference_labels(refs) if labels is None else [int(v) for v in labels]
-    rows: list[dict[str, Any]] = []
+    cases: list[CaseScores] = []
     for ref_path in refs:
         case = ref_path.name[: -len(file_ending)]
         pred, ref, spacing = _read_pair(ref_path, pred_dir / ref_path.name, case)
-        metrics = evaluate_case(pred, ref, spacing, labels, min_overlap=min_overlap,
-                                min_lesion_voxels=min_lesion_voxels, connectivity=connectivity)
-        rows += [{"case": case, "label": lab, **values} for lab, values in metrics.items()]
-    summary = summarize(rows, labels)
-    summary["extra_predictions"] = extra
+        cases.append(CaseScores(case, evaluate_case(pred, ref, spacing, labels, min_overlap=min_overlap,
+                                                    min_lesion_voxels=min_lesion_voxels, connectivity=connectivity)))
+    rows = [{"case_id": c.case_id, "label": lab, **values} for c in cases for lab, values in c.metrics.items()]
+    summary = ValidationSummary(task="segmentation", labels=labels, cases=cases, extra_predictions=extra,
+                                source={"reference": str(ref_dir), "predictions": str(pred_dir)})
     return rows, summary

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import logging
-import re
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -12,9 +10,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from xtlunet.dataset.findings import Finding, read_findings
+from xtlunet.dataset.findings import Finding, prediction_columns, prediction_row, read_findings
 from xtlunet.dataset.loading import load_case
-from xtlunet.dataset.spec import Case, discover_cases
+from xtlunet.dataset.spec import Case, channel_of, discover_cases
 from xtlunet.errors import XtlunetError
 from xtlunet.inference.export import export_prediction
 from xtlunet.inference.models import TrainedModel
@@ -22,9 +20,9 @@ from xtlunet.inference.predict import predict_case
 from xtlunet.inference.roi import roi_probabilities
 from xtlunet.preprocessing.case import preprocess_loaded
 from xtlunet.utils.atomic import write_csv
+from xtlunet.utils.parallel import imap_cases
 
 log = logging.getLogger("xtlunet")
-_CHANNEL = re.compile(r"^(.+)_(\d{4})$")
 
 
 @dataclass
@@ -56,9 +54,9 @@ def input_cases(in_dir: Path, model: TrainedModel) -> list[Case]:
     if not in_dir.is_dir():
         raise XtlunetError("input folder not found", path=in_dir, fix="give a folder of CASE_0000" + ending + " files")
     for f in sorted(in_dir.iterdir()):
-        m = _CHANNEL.match(f.name[: -len(ending)]) if f.name.endswith(ending) else None
-        if m and int(m.group(2)) >= n:
-            raise XtlunetError(f"channel {m.group(2)} found, but the model takes {n} channel(s) "
+        channel = channel_of(f.name, ending)
+        if channel and channel[1] >= n:
+            raise XtlunetError(f"channel {channel[1]:04d} found, but the model takes {n} channel(s) "
                                f"(_0000–_{n - 1:04d}: {', '.join(model.spec.channel_names.values())})", path=f,
                                fix="give exactly the channels of dataset.json, in its order")
     cases = discover_cases(in_dir, ending, n)
@@ -85,20 +83,8 @@ def _preprocessed(cases: list[Case], model: TrainedModel, findings: dict[str, li
                   workers: int) -> Iterator[tuple[Case, Any]]:
     """(case, (data, props) or the exception) in order, preprocessing ahead in `workers` processes."""
     jobs = [(c, model_for_workers(model), findings.get(c.case_id, [])) for c in cases]
-    if workers <= 1:
-        for c, job in zip(cases, jobs):
-            try:
-                yield c, _preprocess(job)
-            except Exception as exc:  # reported per case by the caller
-                yield c, exc
-        return
-    with ProcessPoolExecutor(workers) as pool:
-        futures = [pool.submit(_preprocess, job) for job in jobs]
-        for c, fut in zip(cases, futures):
-            try:
-                yield c, fut.result()
-            except Exception as exc:
-                yield c, exc
+    for (case, _, _), outcome in imap_cases(_preprocess, jobs, workers):
+        yield case, outcome
 
 
 def model_for_workers(model: TrainedModel) -> TrainedModel:
@@ -176,7 +162,7 @@ def _predict_findings(cases: list[Case], out_dir: Path, model: TrainedModel, opt
         raise XtlunetError(f"findings name cases not in the input folder: {', '.join(unknown[:3])}", path=opts.findings,
                            fix="give the images of every case in --findings, or drop those rows")
     result, rows = PredictResult(), []
-    names = {v: k for k, v in model.spec.classes.items()}
+    names = [n for n, _ in sorted(model.spec.classes.items(), key=lambda kv: kv[1])]
     axes = tuple(model.mirror_axes) if opts.tta else ()
     todo = [c for c in cases if c.case_id in by_case]
     for case, item in tqdm(_preprocessed(todo, model, by_case, opts.num_workers), total=len(todo), desc="predict",
@@ -190,13 +176,8 @@ def _predict_findings(cases: list[Case], out_dir: Path, model: TrainedModel, opt
                    for f in fs]
         probs = roi_probabilities(model.nets, [data] * len(fs), centers, model.conf.patch_size,
                                   model.conf.num_outputs, axes, opts.device)
-        for f, src, p in zip(fs, by_case[case.case_id], probs):
-            rows.append({"case_id": case.case_id, "finding_id": f["finding_id"], "patient_id": f["patient_id"],
-                         "x": src.position[0] if src.position else "", "y": src.position[1] if src.position else "",
-                         "z": src.position[2] if src.position else "",
-                         **{f"p_{names[k]}": round(float(p[k]), 6) for k in range(len(p))},
-                         "predicted": names[int(np.argmax(p))]})
+        rows += [prediction_row(src, list(p), names, labelled=False) for src, p in zip(by_case[case.case_id], probs)]
         result.written.append(case.case_id)
     if rows:
-        write_csv(rows, out_dir / "predictions.csv")
+        write_csv(rows, out_dir / "predictions.csv", prediction_columns(names, labelled=False))
     return result

@@ -11,6 +11,7 @@ from torch import nn
 from xtlunet.dataset.spec import DatasetSpec
 from xtlunet.errors import XtlunetError, look_up_option
 from xtlunet.networks.build import build_network
+from xtlunet.paths import NUM_FOLDS, model_folders
 from xtlunet.plans import ConfigurationPlan, Plans
 from xtlunet.utils.torch_io import safe_torch_load
 
@@ -26,13 +27,6 @@ class TrainedModel:
     nets: list[nn.Module]
     folds: list[str]
     mirror_axes: list[int]
-
-
-def model_folders(results: Path, dataset_name: str, configuration: str, trainer: str | None) -> list[Path]:
-    """Model folders of a dataset and configuration (optionally of one trainer)."""
-    base = results / dataset_name
-    pattern = f"{trainer or '*'}__*__{configuration}"
-    return sorted(p for p in base.glob(pattern) if p.is_dir()) if base.is_dir() else []
 
 
 def resolve_model_folder(results: Path, dataset_name: str, configuration: str, trainer: str,
@@ -62,7 +56,7 @@ def load_trained_model(folder: Path, folds: Sequence[str], checkpoint: str = "fi
     spec = DatasetSpec.load(folder)
     conf_name = folder.name.rsplit("__", 1)[-1]
     conf = plans.configuration(conf_name)
-    nets, mirror = [], list(range(conf.dim))
+    nets, mirror = [], None
     for fold in folds:
         path = folder / f"fold_{fold}" / f"checkpoint_{checkpoint}.pth"
         if not path.is_file():
@@ -75,10 +69,14 @@ def load_trained_model(folder: Path, folds: Sequence[str], checkpoint: str = "fi
         net = build_network(conf.network(), conf.task, conf.num_outputs)
         net.load_state_dict(ck["network"])
         nets.append(net.to(device).eval())
-        mirror = list(ck.get("inference", {}).get("mirror_axes", mirror))
-    return TrainedModel(folder, plans, conf, spec, nets, [str(f) for f in folds], mirror)
+        axes = [int(a) for a in ck.get("inference", {}).get("mirror_axes", [])]
+        if mirror is not None and axes != mirror:
+            raise XtlunetError(f"fold {fold} was trained with mirror axes {axes}, other folds with {mirror}",
+                               path=path, fix="ensemble folds of one trainer set-up, or choose folds with -f")
+        mirror = axes
+    return TrainedModel(folder, plans, conf, spec, nets, [str(f) for f in folds], mirror or [])
 
 
 def available_folds(folder: Path, checkpoint: str = "final") -> list[str]:
     """Folds 0–4 with the checkpoint present (the default for -f)."""
-    return [str(k) for k in range(5) if (folder / f"fold_{k}" / f"checkpoint_{checkpoint}.pth").is_file()]
+    return [str(k) for k in range(NUM_FOLDS) if (folder / f"fold_{k}" / f"checkpoint_{checkpoint}.pth").is_file()]

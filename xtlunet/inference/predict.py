@@ -14,9 +14,13 @@ from xtlunet.plans import ConfigurationPlan, Plans
 
 
 def predict_case(nets: Sequence[nn.Module], data: np.ndarray, conf: ConfigurationPlan, plans: Plans,
-                 step: float = 0.5, batch_windows: int = 4, mirror_axes: Sequence[int] | None = None,
+                 step: float = 0.5, batch_windows: int = 4, mirror_axes: Sequence[int] = (),
                  device: torch.device | str = "cpu", progress: bool = False) -> np.ndarray:
-    """Fold-averaged probabilities (K, *spatial) of preprocessed data (C, *spatial); mirror_axes None = all axes."""
+    """Fold-averaged probabilities (K, *spatial) of preprocessed data (C, *spatial).
+
+    `mirror_axes`: the axes test-time mirroring flips (every combination); the trained model's checkpoint
+    records the axes its augmentation mirrored, which is where callers take them from. () = no mirroring.
+    """
     if conf.task != "segmentation":
         raise XtlunetError(f"configuration '{conf.name}' is for {conf.task}; sliding-window prediction is for "
                            "segmentation",
@@ -27,7 +31,7 @@ def predict_case(nets: Sequence[nn.Module], data: np.ndarray, conf: Configuratio
     if data.ndim - 1 not in (conf.dim, conf.dim + 1) or data.shape[0] != channels:
         raise XtlunetError(f"preprocessed data of shape {data.shape} does not fit configuration '{conf.name}' "
                            f"({channels} channels, {conf.dim}D)", fix="preprocess the case with this plan first")
-    axes = tuple(range(conf.dim)) if mirror_axes is None else tuple(mirror_axes)
+    axes = tuple(mirror_axes)
     tensor = torch.from_numpy(np.array(data, dtype=np.float32))
     probs = average_probabilities(
         predict_sliding_window(net, tensor, conf.patch_size, conf.num_outputs, step=step, batch_windows=batch_windows,

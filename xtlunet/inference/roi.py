@@ -1,4 +1,8 @@
-"""Classification of findings: the ROI around each finding, probabilities averaged over folds and mirrored copies."""
+"""Classification of findings: the ROI around each finding, probabilities averaged over folds and mirrored copies.
+
+Test-time mirroring means what it means for segmentation: every combination of flips of the mirror axes
+(2^n copies, `mirror_combinations`).
+"""
 from __future__ import annotations
 
 import contextlib
@@ -8,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from xtlunet.inference.mirroring import mirror_combinations
 from xtlunet.utils.arrays import crop_padded
 
 
@@ -16,7 +21,7 @@ def roi_probabilities(nets: Sequence[nn.Module], volumes: Sequence[np.ndarray], 
                       patch: Sequence[int], num_outputs: int, mirror_axes: Sequence[int] = (),
                       device: torch.device | str = "cpu", autocast: Any = None, batch_size: int = 8) -> np.ndarray:
     """(N, K) probabilities of the ROI of `patch` voxels centred on centers[i] in volumes[i] (C, *spatial)."""
-    flips = [()] + [(a,) for a in mirror_axes]
+    flips = mirror_combinations(mirror_axes)
     out = np.zeros((len(centers), num_outputs))
     amp = autocast or contextlib.nullcontext()
     for start in range(0, len(centers), batch_size):

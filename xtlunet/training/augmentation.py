@@ -12,6 +12,8 @@ from batchgenerators.transforms.noise_transforms import GaussianBlurTransform, G
 from batchgenerators.transforms.resample_transforms import SimulateLowResolutionTransform
 from batchgenerators.transforms.spatial_transforms import MirrorTransform, SpatialTransform
 
+from xtlunet.plans import ConfigurationPlan
+
 
 @dataclass
 class AugmentationConfig:
@@ -28,8 +30,19 @@ class AugmentationConfig:
     contrast: tuple[float, float] = (0.75, 1.25)
     low_resolution: tuple[float, float] = (0.5, 1.0)
     gamma: tuple[float, float] = (0.7, 1.5)
-    mirror_axes: tuple[int, ...] | None = None     # default: every spatial axis
+    mirror_axes: tuple[int, ...] | None = None     # None: every spatial axis of the patch
     in_plane_only: bool = False                   # strongly anisotropic plans: rotate/scale in-plane only
+
+    def mirrored(self, dim: int) -> tuple[int, ...]:
+        """The spatial axes mirrored in training, hence the ones test-time mirroring may flip (their one home)."""
+        return tuple(range(dim)) if self.mirror_axes is None else tuple(self.mirror_axes)
+
+
+def augmentation_config(conf: ConfigurationPlan) -> AugmentationConfig:
+    """nnU-Net's defaults for a configuration; rotation/scaling in-plane only when the plan is strongly anisotropic."""
+    sp = conf.spacing
+    aniso = conf.dim == 3 and max(sp) / min(sp) > conf.anisotropy_threshold
+    return AugmentationConfig(in_plane_only=aniso)
 
 
 def spatial_transform(patch_size: Sequence[int], cfg: AugmentationConfig) -> SpatialTransform:
@@ -56,7 +69,7 @@ def build_augmentation(patch_size: Sequence[int], cfg: AugmentationConfig | None
     """The training transforms: spatial, noise, blur, brightness, contrast, low resolution, gamma, mirroring."""
     cfg = cfg or AugmentationConfig()
     dim = len(patch_size)
-    mirror = cfg.mirror_axes if cfg.mirror_axes is not None else tuple(range(dim))
+    mirror = cfg.mirrored(dim)
     ignore = (0,) if cfg.in_plane_only and dim == 3 else None
     transforms = [
         spatial_transform(patch_size, cfg),

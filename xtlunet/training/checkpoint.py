@@ -1,14 +1,19 @@
-"""Training checkpoints: written atomically with torch.save, read with torch.load(weights_only=True) only."""
+"""Training checkpoints and RNG state: written atomically with torch.save, read with weights_only=True only."""
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from xtlunet.errors import XtlunetError
 from xtlunet.utils.atomic import atomic_path
 from xtlunet.utils.torch_io import safe_torch_load
+
+CHECKPOINT_KIND = "xtlunet-train"
+RESUME_ORDER = ("checkpoint_latest.pth", "checkpoint_final.pth")
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
@@ -23,3 +28,41 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise XtlunetError("checkpoint is not a dictionary", path=path, fix="give an xtlunet training checkpoint")
     return obj
+
+
+def rng_state() -> dict[str, Any]:
+    """Torch, numpy and Python RNG states in a weights_only-loadable form."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+            "python": random.getstate()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of rng_state."""
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    random.setstate(tuple(v if not isinstance(v, list) else tuple(v) for v in state["python"]))
+
+
+def check_checkpoint(ck: dict[str, Any], trainer: str, identity: str, path: Any) -> None:
+    """Refuse a checkpoint of another kind, trainer or plan."""
+    if ck.get("kind") != CHECKPOINT_KIND:
+        raise XtlunetError("not an xtlunet training checkpoint", path=path, fix="point at a fold's checkpoint_*.pth")
+    if ck.get("plans_identity") != identity:
+        raise XtlunetError("checkpoint was trained with a different plan", path=path,
+                           fix="use the plans it was trained with, or start the fold again without --continue")
+    if ck.get("trainer") != trainer:
+        raise XtlunetError(f"checkpoint belongs to trainer {ck.get('trainer')}, not {trainer}", path=path,
+                           fix=f"use -tr {ck.get('trainer')}")
+
+
+def resume_checkpoint(fold_dir: Path, trainer: str, identity: str) -> tuple[Path, dict[str, Any]]:
+    """(path, checkpoint) that --continue resumes from: the fold's checkpoint_latest (or _final), checked."""
+    path = next((fold_dir / n for n in RESUME_ORDER if (fold_dir / n).is_file()), None)
+    if path is None:
+        raise XtlunetError("--continue: no checkpoint to continue from", path=fold_dir,
+                           fix="start the fold without --continue")
+    ck = load_checkpoint(path)
+    check_checkpoint(ck, trainer, identity, path)
+    return path, ck

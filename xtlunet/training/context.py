@@ -6,7 +6,7 @@ from pathlib import Path
 
 from xtlunet.dataset.spec import DatasetSpec, find_dataset
 from xtlunet.errors import XtlunetError
-from xtlunet.paths import preprocessed_root, results_root
+from xtlunet.paths import model_folder, preprocessed_root
 from xtlunet.plans import ConfigurationPlan, Plans
 from xtlunet.training.data import CaseArrays, load_case_arrays
 from xtlunet.training.run_spec import RunSpec
@@ -31,11 +31,6 @@ class TrainingContext:
     def load(self, ids: list[str]) -> list[CaseArrays]:
         """Memory-map the preprocessed arrays of these cases."""
         return [load_case_arrays(self.data_dir, c) for c in ids]
-
-
-def model_folder(dataset_name: str, trainer: str, plans_name: str, configuration: str) -> Path:
-    """results/DATASET/TRAINER__PLANS__CONFIG."""
-    return results_root() / dataset_name / f"{trainer}__{plans_name}__{configuration}"
 
 
 def load_context(run: RunSpec, trainer_name: str) -> TrainingContext:

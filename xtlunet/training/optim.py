@@ -1,10 +1,18 @@
-"""Optimiser and schedule: SGD Nesterov with poly decay (nnU-Net's defaults), per-group learning rates."""
+"""Optimiser and schedule: SGD Nesterov (nnU-Net's defaults) and learning-rate schedules as plain functions.
+
+A schedule is any callable `(step, total_steps) -> factor`; the loop multiplies every parameter group's
+initial learning rate (`initial_lr`, recorded from the group's `lr` the first time) by it. An optimiser
+needs no private keys: any torch optimiser with any groups works.
+"""
 from __future__ import annotations
 
-from typing import Iterable
+import math
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
+
+Schedule = Callable[[int, int], float]
 
 
 def sgd(groups: Iterable[dict] | Iterable[nn.Parameter], lr: float = 1e-2, momentum: float = 0.99,
@@ -13,14 +21,20 @@ def sgd(groups: Iterable[dict] | Iterable[nn.Parameter], lr: float = 1e-2, momen
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=True)
 
 
-def poly_lr(initial: float, step: int, total: int, exponent: float = 0.9) -> float:
-    """Polynomial decay from `initial` to 0 over `total` steps."""
-    return initial * (1 - min(step, total) / max(total, 1)) ** exponent
+def poly(step: int, total: int, exponent: float = 0.9) -> float:
+    """nnU-Net's polynomial decay factor: 1 at step 0, 0 at `total`."""
+    return (1 - min(step, total) / max(total, 1)) ** exponent
 
 
-def set_poly_lr(optimizer: torch.optim.Optimizer, step: int, total: int) -> float:
-    """Set every group's lr to poly decay of its own initial lr; returns the first group's lr."""
+def cosine(step: int, total: int) -> float:
+    """Cosine decay factor from 1 to 0 over `total` steps."""
+    return 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
+
+
+def apply_schedule(optimizer: torch.optim.Optimizer, schedule: Schedule, step: int, total: int) -> float:
+    """Set every group's lr to its initial lr × schedule(step, total); returns the largest lr (for the log)."""
+    factor = schedule(step, total)
     for g in optimizer.param_groups:
         g.setdefault("initial_lr", g["lr"])
-        g["lr"] = poly_lr(g["initial_lr"], step, total)
-    return optimizer.param_groups[0]["lr"]
+        g["lr"] = g["initial_lr"] * factor
+    return max(g["lr"] for g in optimizer.param_groups)

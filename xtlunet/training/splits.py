@@ -9,15 +9,15 @@ from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold
 
 from xtlunet.dataset.findings import case_patients, read_findings
 from xtlunet.errors import XtlunetError
+from xtlunet.paths import NUM_FOLDS
 from xtlunet.utils.atomic import read_json, write_json
 
 log = logging.getLogger("xtlunet")
 SEED = 12345
-N_FOLDS = 5
 
 
 def make_splits(case_ids: list[str], groups: dict[str, str] | None = None, labels: dict[str, int] | None = None,
-                n_folds: int = N_FOLDS, seed: int = SEED) -> list[dict[str, list[str]]]:
+                n_folds: int = NUM_FOLDS, seed: int = SEED) -> list[dict[str, list[str]]]:
     """KFold over sorted case ids; GroupKFold by patient; StratifiedGroupKFold when labels are given."""
     ids = sorted(case_ids)
     idx = np.arange(len(ids))

@@ -27,7 +27,7 @@ class _Mismatch(Exception):
 
 def transfer_weights(source: Mapping[str, Tensor] | str | Path, target: nn.Module, mode: str = "inflate",
                      min_encoder_coverage: float = 0.0, source_family: str | None = None,
-                     groups: Sequence[str] = ("encoder",)) -> TransferReport:
+                     groups: Sequence[str] = ("encoder",), source_path: str | Path | None = None) -> TransferReport:
     """Load a 2D (or same-dimension) source into `target` in place by structure; refuse loudly on any gap.
 
     Args:
@@ -37,6 +37,7 @@ def transfer_weights(source: Mapping[str, Tensor] | str | Path, target: nn.Modul
         min_encoder_coverage: refuse when a smaller fraction of encoder parameters came from the source.
         source_family: the torchvision family of a torchvision source (inferred from its keys if None).
         groups: which groups transfer; decoder/head rows outside them stay `new` (fresh init).
+        source_path: the file an already loaded `source` came from (named in the report and in errors).
 
     Example:
         >>> report = transfer_weights("pretrained_2d.pth", net3d, mode="inflate", min_encoder_coverage=0.9)
@@ -46,20 +47,21 @@ def transfer_weights(source: Mapping[str, Tensor] | str | Path, target: nn.Modul
     for g in groups:
         look_up_option(g, GROUPS, "transfer group")
     start = time.perf_counter()
+    named = source if isinstance(source, (str, Path)) else source_path   # the file errors name
     if isinstance(source, (str, Path)):
         state, meta = load_checkpoint_state(source)
         source_name = str(source)
         if source_family is None and isinstance(meta.get("architecture"), Mapping):
             source_family = meta["architecture"].get("family")
     elif any(k in source for k in ("format_version", *STATE_DICT_KEYS)):
-        state, meta = split_checkpoint(source)   # an already loaded checkpoint object
-        source_name = "<checkpoint dict>"
+        state, meta = split_checkpoint(source, source_path or "<checkpoint>")   # an already loaded checkpoint object
+        source_name = str(source_path) if source_path else "<checkpoint dict>"
         if source_family is None and isinstance(meta.get("architecture"), Mapping):
             source_family = meta["architecture"].get("family")
     else:
-        state, source_name = dict(source), "<state dict>"
+        state, source_name = dict(source), str(source_path) if source_path else "<state dict>"
     index, unrecognised, fmt = to_structural(state, source_family)
-    _check_family(fmt.partition(":")[2] or source_family, target, source if isinstance(source, (str, Path)) else None)
+    _check_family(fmt.partition(":")[2] or source_family, target, named)
     report = TransferReport(mode=mode, source=source_name, source_format=fmt)
     report.unused = [UnusedKey(k, list(v.shape), reason) for k, v, reason in unrecognised]
 
@@ -83,13 +85,13 @@ def transfer_weights(source: Mapping[str, Tensor] | str | Path, target: nn.Modul
     if [r.name for r in report.rows] != list(target_state):
         raise RuntimeError("transfer report does not account for every target tensor")
     report.compute_coverage()
-    _refuse_if_empty(report, state, target_state, source if isinstance(source, (str, Path)) else None)
+    _refuse_if_empty(report, state, target_state, named)
     if report.coverage["encoder"] < min_encoder_coverage:
         got, total = report.parameters["encoder"]
         raise XtlunetError(
             f"only {100 * report.coverage['encoder']:.1f}% of encoder parameters ({got}/{total}) came from the "
             f"source, below the required {100 * min_encoder_coverage:.1f}% ({report.summary()})",
-            path=source if isinstance(source, (str, Path)) else None,
+            path=named,
             fix="use a checkpoint pretrained with the same encoder family and widths as the plan",
             details=[f"{r.name}: {r.reason}" for r in report.rows if r.group == "encoder" and r.is_parameter
                      and r.status not in FROM_SOURCE][:20])

@@ -42,3 +42,14 @@ def _is_state_dict(obj: Any) -> bool:
     """True for a non-empty mapping of names to tensors."""
     return (isinstance(obj, Mapping) and len(obj) > 0
             and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()))
+
+
+def file_digest(path: str | Path) -> str:
+    """The first 16 hex digits of a file's sha256: how plans and reports name a checkpoint's exact content."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]

@@ -14,11 +14,10 @@ import torch
 from torch import Tensor
 
 from xtlunet.errors import XtlunetError, look_up_option
-from xtlunet.networks.build import strip_wrapper_prefixes as strip_prefixes
+from xtlunet.networks.build import GROUPS, parameter_group, strip_wrapper_prefixes as strip_prefixes
 from xtlunet.networks.description import FAMILIES
 from xtlunet.networks.torchvision_keys import torchvision_to_xtlunet, xtlunet_to_torchvision
 
-GROUPS = ("encoder", "decoder", "head")
 INDEXED = ("stages", "blocks", "seg_heads")
 
 _TORCHVISION_RESNET = re.compile(r"^(conv1|bn1|layer[1-4]\.\d+\.|fc)\b")
@@ -37,8 +36,8 @@ class StructuralKey(NamedTuple):
 
     @property
     def coverage_group(self) -> str:
-        """The group a tensor counts toward (seg heads are heads, as in networks.parameter_groups)."""
-        return "head" if self.layer == "seg_heads" else self.group
+        """The group a tensor counts toward: networks.parameter_group of its canonical name (seg heads are heads)."""
+        return parameter_group(self.name)
 
     @property
     def module(self) -> tuple[str, int | None, int | None, str]:

@@ -5,11 +5,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xtlunet.networks.build import GROUPS
 from xtlunet.utils.atomic import write_json
 
 STATUSES = ("loaded", "converted", "channel-adapted", "skipped", "new")
 FROM_SOURCE = ("loaded", "converted", "channel-adapted")
-COVERAGE_GROUPS = ("encoder", "decoder", "head")
 
 
 @dataclass
@@ -59,7 +59,7 @@ class TransferReport:
 
     def compute_coverage(self) -> None:
         """Fill `coverage` and `parameters`: fraction of target parameters (not buffers) from the source."""
-        self.parameters = {g: [0, 0] for g in COVERAGE_GROUPS}
+        self.parameters = {g: [0, 0] for g in GROUPS}
         for row in self.rows:
             if not row.is_parameter or row.group not in self.parameters:
                 continue
@@ -82,7 +82,7 @@ class TransferReport:
     def summary(self) -> str:
         """One log line: coverage per group, counts per status, unused source keys."""
         groups = []
-        for g in COVERAGE_GROUPS:
+        for g in GROUPS:
             got, total = self.parameters.get(g, [0, 0])
             text = f"{g} {100 * self.coverage.get(g, 0.0):.1f}%"
             if g == "encoder":

@@ -1,41 +1,37 @@
 """Classification machinery: class-balanced ROIs around findings, cross-entropy, AUC over validation findings."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
+from xtlunet.metrics import auc
 from xtlunet.plans import ConfigurationPlan, Plans
-from xtlunet.inference.roi import roi_probabilities
-from xtlunet.training.data import CaseArrays, FindingRef, ROIBatches, findings_of
+from xtlunet.training.augmentation import AugmentationConfig, augmentation_config
+from xtlunet.training.data import CaseArrays, ROIBatches, findings_of
 from xtlunet.training.losses import classification_loss
-from xtlunet.training.metrics import auc
-from xtlunet.training.tasks.common import augmentation_config, batch_stream, extract_size
-from xtlunet.utils.atomic import write_csv
+from xtlunet.training.tasks.common import batch_stream, extract_size
+from xtlunet.utils.arrays import crop_padded
 
 
 class ClassificationTask:
-    """The parts a lesion-classification trainer swaps in."""
+    """The data side of a lesion-classification run: ROI batches, targets, the default loss, per-epoch AUC."""
 
     metric_name = "auc"
 
     def __init__(self, plans: Plans, conf: ConfigurationPlan, train: list[CaseArrays], val: list[CaseArrays],
-                 label_smoothing: float = 0.0) -> None:
+                 aug: AugmentationConfig | None = None) -> None:
         self.plans, self.conf = plans, conf
         self.train, self.val = findings_of(train), findings_of(val)
-        self.aug = augmentation_config(conf)
-        self.label_smoothing = label_smoothing
+        self.aug = aug or augmentation_config(conf)
+        self.mirror_axes = self.aug.mirrored(conf.dim)
 
-    def mirror_axes(self) -> list[int]:
-        """Spatial axes mirrored in augmentation, hence usable for test-time mirroring."""
-        return list(range(self.conf.dim))
-
-    def loss(self, net: nn.Module) -> nn.Module:
+    @staticmethod
+    def loss(net: nn.Module, label_smoothing: float = 0.0) -> nn.Module:
         """Cross-entropy (optional label smoothing)."""
-        return classification_loss(self.label_smoothing)
+        return classification_loss(label_smoothing)
 
     def batches(self, batch_size: int, workers: int, seed: int) -> Iterator[dict[str, Any]]:
         """Augmented class-balanced ROI batches."""
@@ -47,33 +43,23 @@ class ClassificationTask:
         x = torch.from_numpy(np.ascontiguousarray(batch["data"])).to(device, non_blocking=True)
         return x, torch.as_tensor(batch["target"]).long().to(device)
 
-    def probabilities(self, nets: list[nn.Module], findings: list[FindingRef], device: torch.device,
-                      mirror: bool, autocast: Any, batch_size: int = 8) -> np.ndarray:
-        """Class probabilities per finding (centre ROI), averaged over nets and mirrored copies."""
-        return roi_probabilities(nets, [f.case.data for f in findings], [f.index for f in findings],
-                                 self.conf.patch_size, self.conf.num_outputs, self.mirror_axes() if mirror else (),
-                                 device, autocast, batch_size)
-
     @torch.no_grad()
-    def validate(self, net: nn.Module, device: torch.device, iters: int, batch_size: int, epoch: int,
-                 autocast: Any) -> tuple[float, float]:
-        """Validation loss and AUC over every validation finding (centre ROI, no augmentation)."""
+    def validate(self, net: nn.Module, loss_fn: nn.Module, device: torch.device, iters: int, batch_size: int,
+                 epoch: int, autocast: Any) -> tuple[float, float]:
+        """The training loss and AUC over every validation finding (centre ROI, no augmentation)."""
         if not self.val:
             return float("nan"), float("nan")
-        probs = self.probabilities([net], self.val, device, False, autocast, batch_size)
+        net.eval()
+        total, probs = 0.0, []
+        for start in range(0, len(self.val), batch_size):
+            chunk = self.val[start:start + batch_size]
+            batch = {"data": np.stack([crop_padded(np.asarray(f.case.data), f.index, self.conf.patch_size, 0.0)
+                                       for f in chunk]).astype(np.float32),
+                     "target": np.array([f.label for f in chunk])}
+            x, y = self.to_device(batch, net, device)
+            with autocast:
+                logits = net(x).float()
+            total += float(loss_fn(logits, y)) * len(chunk)
+            probs.append(torch.softmax(logits, 1).cpu().numpy())
         labels = np.array([f.label for f in self.val])
-        nll = -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-8, 1))
-        return float(nll.mean()), auc(labels, probs)
-
-    def final_validation(self, nets: list[nn.Module], out_dir: Path, raw_labels: Path, file_ending: str,
-                         device: torch.device, step: float, tta: bool = True, autocast: Any = None) -> dict[str, Any]:
-        """Per-finding probabilities (mirroring TTA) → validation/predictions.csv, and the AUC."""
-        import contextlib
-
-        probs = self.probabilities(nets, self.val, device, tta, autocast or contextlib.nullcontext())
-        labels = np.array([f.label for f in self.val])
-        rows = [{"case_id": f.case.case_id, "finding_id": f.finding_id, "label": f.label,
-                 **{f"p{k}": float(p[k]) for k in range(p.shape[0])}} for f, p in zip(self.val, probs)]
-        write_csv(rows, out_dir / "predictions.csv", ["case_id", "finding_id", "label"]
-                  + [f"p{k}" for k in range(self.conf.num_outputs)])
-        return {"findings": rows, "auc": auc(labels, probs) if len(rows) else float("nan"), "n_findings": len(rows)}
+        return total / len(self.val), auc(labels, np.concatenate(probs))

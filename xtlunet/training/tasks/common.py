@@ -14,13 +14,6 @@ from xtlunet.training.augmentation import AugmentationConfig, build_augmentation
 from xtlunet.training.data import extraction_size
 
 
-def augmentation_config(conf: ConfigurationPlan) -> AugmentationConfig:
-    """nnU-Net's defaults; rotation/scaling in-plane only when the plan is strongly anisotropic."""
-    sp = conf.spacing
-    aniso = conf.dim == 3 and max(sp) / min(sp) > conf.anisotropy_threshold
-    return AugmentationConfig(in_plane_only=aniso)
-
-
 def extract_size(conf: ConfigurationPlan, cfg: AugmentationConfig) -> list[int]:
     """Size of the region cut before augmentation crops it to the patch."""
     return extraction_size(conf.patch_size, cfg.rotation_deg, cfg.scale[0], cfg.in_plane_only)
