@@ -98,14 +98,15 @@ class Trainer:
         return SegmentationTask(self.plans, self.conf, train, val, self.augmentation())
 
     def loss(self, net: nn.Module) -> nn.Module:
-        """The task's loss (deep-supervised Dice+CE, or cross-entropy); per-epoch validation uses it too."""
+        """The task's loss (deep-supervised Dice+CE, Dice as the plan's batch_dice says, or cross-entropy); per-epoch
+        validation uses it too."""
         if self.conf.task == "classification":
             from xtlunet.training.tasks.classification import ClassificationTask
 
             return ClassificationTask.loss(net, self.label_smoothing)
         from xtlunet.training.tasks.segmentation import SegmentationTask
 
-        return SegmentationTask.loss(net)
+        return SegmentationTask.loss(net, self.conf.batch_dice)
 
     def optimizer(self, net: nn.Module) -> torch.optim.Optimizer:
         """SGD Nesterov; the encoder in its own group at encoder_lr_factor × the learning rate."""

@@ -106,11 +106,16 @@ def test_dice_is_computed_over_the_whole_batch():
     # per sample the loss would be 0 and ~1
     assert soft_dice_loss(logits[:1], target[:1]).item() == pytest.approx(0.0, abs=1e-5)
     assert soft_dice_loss(logits[1:], target[1:]).item() == pytest.approx(1.0, abs=1e-4)  # smooth / (1 + smooth)
+    # per-sample Dice (the plan's batch_dice False) averages those two
+    assert soft_dice_loss(logits, target, batch_dice=False).item() == pytest.approx(1 - per_sample_mean, abs=1e-4)
+    assert DiceCELoss(batch_dice=False)(logits, target).item() == pytest.approx(
+        DiceCELoss()(logits, target).item() - (1 - batch_dice) + (1 - per_sample_mean), abs=1e-4)
 
 
-def test_deep_supervision_weights_halve_and_sum_to_one():
+def test_deep_supervision_weights_halve_the_coarsest_is_zero_and_they_sum_to_one():
     ds = DeepSupervisionLoss(DiceCELoss(), 3)
-    assert torch.allclose(ds.weights, torch.tensor([4 / 7, 2 / 7, 1 / 7]), atol=1e-7)
+    assert torch.allclose(ds.weights, torch.tensor([2 / 3, 1 / 3, 0.0]), atol=1e-7)   # nnU-Net: 1, 1/2, 0
+    assert torch.allclose(DeepSupervisionLoss(DiceCELoss(), 4).weights, torch.tensor([4 / 7, 2 / 7, 1 / 7, 0.0]))
     assert ds.weights.sum().item() == pytest.approx(1.0, abs=1e-6)
     assert "weights" not in ds.state_dict()            # a non-persistent buffer
     assert torch.allclose(DeepSupervisionLoss(DiceCELoss(), 1).weights, torch.tensor([1.0]))
@@ -125,7 +130,7 @@ def test_deep_supervision_total_is_the_weighted_sum(dim):
     outputs = [torch.randn((2, 3) + t.shape[1:], generator=g) for t in targets]
     base = DiceCELoss()
     per_scale = [base(o, t).item() for o, t in zip(outputs, targets)]
-    expected = (4 * per_scale[0] + 2 * per_scale[1] + 1 * per_scale[2]) / 7
+    expected = (2 * per_scale[0] + 1 * per_scale[1] + 0 * per_scale[2]) / 3
     assert DeepSupervisionLoss(base, 3)(outputs, targets).item() == pytest.approx(expected, rel=1e-6)
     assert len(set(round(v, 6) for v in per_scale)) == 3   # distinct terms, so the weights are really tested
 
@@ -179,11 +184,12 @@ def test_gradients_flow_through_dice_ce(dim):
 
 def test_gradients_flow_through_deep_supervision():
     seg = _target(3, seed=5)
-    targets = downsample_targets(seg, [[1, 1, 1], [2, 2, 2]])
+    targets = downsample_targets(seg, [[1, 1, 1], [2, 2, 2], [4, 4, 4]])
     outs = [torch.randn((2, 3) + t.shape[1:]).requires_grad_() for t in targets]
-    DeepSupervisionLoss(DiceCELoss(), 2)(outs, targets).backward()
-    for o in outs:
+    DeepSupervisionLoss(DiceCELoss(), 3)(outs, targets).backward()
+    for o in outs[:2]:
         assert torch.isfinite(o.grad).all() and o.grad.abs().sum() > 0
+    assert torch.equal(outs[2].grad, torch.zeros_like(outs[2]))   # the coarsest output has weight 0
 
 
 def test_classification_loss_plain_and_with_label_smoothing():

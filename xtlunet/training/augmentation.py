@@ -1,11 +1,16 @@
-"""batchgenerators augmentation pipelines (nnU-Net-like), for 2D and 3D batches."""
+"""batchgenerators augmentation pipelines (nnU-Net-like), for 2D and 3D batches.
+
+Strongly anisotropic 3D plans (a coarse slice axis, by spacing or by patch shape) use nnU-Net's
+"dummy 2D" spatial augmentation: the slices become channels, a 2D rotation/scaling transforms every
+slice alike, and the slices are restored, so the slice axis is never rotated or scaled.
+"""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from batchgenerators.transforms.abstract_transforms import Compose
+from batchgenerators.transforms.abstract_transforms import AbstractTransform, Compose
 from batchgenerators.transforms.color_transforms import (BrightnessMultiplicativeTransform,
                                                          ContrastAugmentationTransform, GammaTransform)
 from batchgenerators.transforms.noise_transforms import GaussianBlurTransform, GaussianNoiseTransform
@@ -31,7 +36,7 @@ class AugmentationConfig:
     low_resolution: tuple[float, float] = (0.5, 1.0)
     gamma: tuple[float, float] = (0.7, 1.5)
     mirror_axes: tuple[int, ...] | None = None     # None: every spatial axis of the patch
-    in_plane_only: bool = False                   # strongly anisotropic plans: rotate/scale in-plane only
+    in_plane_only: bool = False                   # strongly anisotropic plans: 2D spatial transform per slice
 
     def mirrored(self, dim: int) -> tuple[int, ...]:
         """The spatial axes mirrored in training, hence the ones test-time mirroring may flip (their one home)."""
@@ -39,21 +44,48 @@ class AugmentationConfig:
 
 
 def augmentation_config(conf: ConfigurationPlan) -> AugmentationConfig:
-    """nnU-Net's defaults for a configuration; rotation/scaling in-plane only when the plan is strongly anisotropic."""
-    sp = conf.spacing
-    aniso = conf.dim == 3 and max(sp) / min(sp) > conf.anisotropy_threshold
-    return AugmentationConfig(in_plane_only=aniso)
+    """nnU-Net's defaults for a configuration: 2D (and dummy-2D) patches rotate in plane by ±180°, or ±15° when the
+    in-plane patch aspect exceeds 1.5; 3D patches by ±30° about every axis."""
+    sp, patch, thr = conf.spacing, conf.patch_size, conf.anisotropy_threshold
+    dummy_2d = conf.dim == 3 and (max(sp) / min(sp) > thr or max(patch[1:]) / patch[0] > thr)
+    if conf.dim == 2 or dummy_2d:
+        plane = patch[-2:]
+        return AugmentationConfig(rotation_deg=15.0 if max(plane) / min(plane) > 1.5 else 180.0,
+                                  in_plane_only=dummy_2d)
+    return AugmentationConfig(rotation_deg=30.0)
+
+
+class SlicesAsChannels(AbstractTransform):
+    """(B, C, D, H, W) → (B, C·D, H, W) for data and seg, so that a 2D spatial transform moves every slice alike."""
+
+    def __call__(self, **batch):
+        """Fold the slice axis into the channels, remembering each array's shape."""
+        for key in ("data", "seg"):
+            if batch.get(key) is not None:
+                shape = batch[key].shape
+                batch[f"_{key}_shape"] = shape
+                batch[key] = batch[key].reshape(shape[0], shape[1] * shape[2], *shape[3:])
+        return batch
+
+
+class ChannelsAsSlices(AbstractTransform):
+    """The inverse of SlicesAsChannels, with the (transformed) in-plane size."""
+
+    def __call__(self, **batch):
+        """Unfold the channels back into (C, D)."""
+        for key in ("data", "seg"):
+            shape = batch.pop(f"_{key}_shape", None)
+            if shape is not None:
+                batch[key] = batch[key].reshape(shape[0], shape[1], shape[2], *batch[key].shape[2:])
+        return batch
 
 
 def spatial_transform(patch_size: Sequence[int], cfg: AugmentationConfig) -> SpatialTransform:
     """Rotation and scaling (optionally elastic), cropping to `patch_size` around the sampled centre."""
     a = math.radians(cfg.rotation_deg)
-    dim = len(patch_size)
     no = (0.0, 0.0)
-    if dim == 2:
+    if len(patch_size) == 2:
         angles = {"angle_x": (-a, a), "angle_y": no, "angle_z": no}
-    elif cfg.in_plane_only:
-        angles = {"angle_x": (-a, a), "angle_y": no, "angle_z": no}   # rotation about the depth axis only
     else:
         angles = {"angle_x": (-a, a), "angle_y": (-a, a), "angle_z": (-a, a)}
     return SpatialTransform(list(patch_size), patch_center_dist_from_border=None, do_elastic_deform=cfg.elastic,
@@ -66,13 +98,18 @@ def spatial_transform(patch_size: Sequence[int], cfg: AugmentationConfig) -> Spa
 
 def build_augmentation(patch_size: Sequence[int], cfg: AugmentationConfig | None = None,
                        with_seg: bool = True) -> Compose:
-    """The training transforms: spatial, noise, blur, brightness, contrast, low resolution, gamma, mirroring."""
+    """The training transforms: spatial (per slice for dummy 2D), noise, blur, brightness, contrast, low resolution,
+    gamma, mirroring."""
     cfg = cfg or AugmentationConfig()
     dim = len(patch_size)
     mirror = cfg.mirrored(dim)
-    ignore = (0,) if cfg.in_plane_only and dim == 3 else None
+    dummy_2d = cfg.in_plane_only and dim == 3
+    ignore = (0,) if dummy_2d else None
+    spatial = spatial_transform(list(patch_size)[1:] if dummy_2d else patch_size, cfg)
+    if not with_seg:
+        spatial.label_key = None
     transforms = [
-        spatial_transform(patch_size, cfg),
+        *([SlicesAsChannels(), spatial, ChannelsAsSlices()] if dummy_2d else [spatial]),
         GaussianNoiseTransform(noise_variance=(0, cfg.noise), p_per_sample=0.1),
         GaussianBlurTransform(cfg.blur, different_sigma_per_channel=True, p_per_sample=0.2, p_per_channel=0.5),
         BrightnessMultiplicativeTransform(multiplier_range=cfg.brightness, p_per_sample=0.15),
@@ -84,6 +121,4 @@ def build_augmentation(patch_size: Sequence[int], cfg: AugmentationConfig | None
     ]
     if mirror:
         transforms.append(MirrorTransform(mirror))
-    if not with_seg:
-        transforms[0].label_key = None
     return Compose(transforms)

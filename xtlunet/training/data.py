@@ -11,7 +11,7 @@ import numpy as np
 from batchgenerators.dataloading.data_loader import SlimDataLoaderBase
 
 from xtlunet.errors import XtlunetError
-from xtlunet.utils.arrays import crop_padded
+from xtlunet.utils.arrays import crop_box, crop_padded
 from xtlunet.utils.atomic import read_json
 
 
@@ -57,43 +57,79 @@ def extraction_size(patch: Sequence[int], rotation_deg: float, min_scale: float,
     return [int(math.ceil(p * grow)) if i in rotating else int(p) for i, p in enumerate(patch)]
 
 
-def _case_slice(case: CaseArrays, dim: int, center: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """For a 2D configuration on 3D data: the slice through center[0]; else the whole case."""
-    if case.data.ndim - 1 == dim:
-        return case.data, case.seg, center
-    z = int(np.clip(round(center[0]), 0, case.data.shape[1] - 1))
-    return case.data[:, z], None if case.seg is None else case.seg[z], center[1:]
+OVERSAMPLE_FOREGROUND = 0.33   # fraction of every (global) batch centred on a foreground voxel (nnU-Net's)
+
+
+def forced_count(batch_size: int, oversample: float = OVERSAMPLE_FOREGROUND) -> int:
+    """How many of a batch's samples are forced onto foreground: its last B − round(B·(1 − oversample)), at least
+    one when oversampling (a batch of one is then always foreground, as a batch of one can only be)."""
+    if oversample <= 0:
+        return 0
+    return max(1, batch_size - int(round(batch_size * (1 - oversample))))
+
+
+def rank_share(global_batch: int, world: int, rank: int, oversample: float = OVERSAMPLE_FOREGROUND) -> tuple[int, int]:
+    """(batch size, forced-foreground samples) of one DDP rank: the global batch split as evenly as possible,
+    the forced samples being the global batch's last ones, so the fraction holds across ranks, not per rank."""
+    sizes = [max(1, global_batch // world + (r < global_batch % world)) for r in range(world)]
+    start, total = sum(sizes[:rank]), sum(sizes)
+    first_forced = total - forced_count(total, oversample)
+    return sizes[rank], sum(1 for i in range(start, start + sizes[rank]) if i >= first_forced)
+
+
+def box_start(shape: Sequence[int], extract: Sequence[int], patch: Sequence[int],
+              voxel: Sequence[float] | None = None) -> np.ndarray:
+    """Lower corner of an `extract`-sized box whose central `patch` lies inside an image of `shape` whenever the
+    image is at least patch-sized (nnU-Net's bounds): uniform, or centred on `voxel` and clipped to the bounds."""
+    s, e, p = (np.asarray(v, dtype=np.int64) for v in (shape, extract, patch))
+    need = np.maximum(e - p, e - s)          # how far the box may reach past the image, both sides together
+    lo = -(need // 2)
+    hi = s + need // 2 + need % 2 - e
+    if voxel is None:
+        return np.array([np.random.randint(a, b + 1) for a, b in zip(lo, hi)])
+    return np.clip(np.round(np.asarray(voxel, float)).astype(np.int64) - e // 2, lo, hi)
 
 
 class SegmentationBatches(SlimDataLoaderBase):
-    """Random patches; the last third of every batch centred on a foreground voxel (nnU-Net's oversampling)."""
+    """Patches inside the image (nnU-Net's bounds); the last `forced` samples of every batch are centred on a
+    foreground voxel (oversampling). A 2D configuration on 3D data cuts one slice per sample."""
 
     def __init__(self, cases: list[CaseArrays], patch: Sequence[int], batch_size: int, extract: Sequence[int],
-                 oversample: float = 0.33) -> None:
+                 oversample: float = OVERSAMPLE_FOREGROUND, forced: int | None = None) -> None:
         super().__init__(cases, batch_size)
         self.patch, self.extract = list(patch), list(extract)
-        self.n_forced = max(1, int(round(batch_size * oversample))) if oversample > 0 else 0
+        self.n_forced = forced_count(batch_size, oversample) if forced is None else int(forced)
 
-    def _center(self, case: CaseArrays, forced: bool) -> np.ndarray:
-        """A foreground voxel (forced) or a uniformly random voxel of the case."""
+    @staticmethod
+    def _foreground_voxel(case: CaseArrays) -> np.ndarray | None:
+        """A stored foreground location of a randomly chosen label (None when the case has none)."""
         labels = [k for k, v in case.locations.items() if len(v)]
-        if forced and labels:
-            locs = case.locations[labels[np.random.randint(len(labels))]]
-            return locs[np.random.randint(len(locs))].astype(float)
-        return np.array([np.random.randint(n) for n in case.data.shape[1:]], dtype=float)
+        if not labels:
+            return None
+        locs = case.locations[labels[np.random.randint(len(labels))]]
+        return locs[np.random.randint(len(locs))].astype(float)
+
+    def _sample(self, case: CaseArrays, forced: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(data, seg) of one sample: the box of `extract` voxels, padded with 0 / −1 outside the image."""
+        voxel = self._foreground_voxel(case) if forced else None
+        arr, seg = case.data, case.seg
+        if arr.ndim - 1 != len(self.patch):          # a 2D configuration on 3D data: one slice
+            z = int(voxel[0]) if voxel is not None else np.random.randint(arr.shape[1])
+            arr, seg, voxel = arr[:, z], seg[z], None if voxel is None else voxel[1:]
+        start = box_start(arr.shape[1:], self.extract, self.patch, voxel)
+        return crop_box(arr, start, self.extract, 0.0), crop_box(seg[None], start, self.extract, -1)
 
     def generate_train_batch(self) -> dict[str, Any]:
         """One batch: data (B, C, *extract), seg (B, 1, *extract) with −1 outside the image."""
         data, segs, keys = [], [], []
-        dim = len(self.patch)
         for b in range(self.batch_size):
             case = self._data[np.random.randint(len(self._data))]
             try:
-                arr, seg, center = _case_slice(case, dim, self._center(case, b >= self.batch_size - self.n_forced))
-                data.append(crop_padded(arr, center, self.extract, 0.0))
-                segs.append(crop_padded(seg[None], center, self.extract, -1))
+                d, sg = self._sample(case, b >= self.batch_size - self.n_forced)
             except Exception as exc:  # name the case, whatever went wrong in reading it
                 raise RuntimeError(f"while loading case {case.case_id}: {exc}") from exc
+            data.append(d)
+            segs.append(sg)
             keys.append(case.case_id)
         return {"data": np.stack(data).astype(np.float32), "seg": np.stack(segs).astype(np.float32), "keys": keys}
 

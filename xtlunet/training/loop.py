@@ -20,7 +20,7 @@ from xtlunet.networks.build import unwrap
 from xtlunet.training import distributed
 from xtlunet.training.checkpoint import CHECKPOINT_KIND, resume_checkpoint, rng_state, save_checkpoint, set_rng_state
 from xtlunet.training.context import TrainingContext
-from xtlunet.training.data import num_augmentation_workers
+from xtlunet.training.data import num_augmentation_workers, rank_share
 from xtlunet.training.optim import apply_schedule
 from xtlunet.training.parts import TrainingParts
 from xtlunet.training.progress import Progress
@@ -110,10 +110,10 @@ class Loop:
     # ---- the loop ----
     def fit(self) -> torch.nn.Module:
         """Train the remaining epochs (after `prepare`); returns the trained network (unwrapped)."""
-        per_rank = max(1, math.ceil(self.ctx.conf.batch_size / self.dist.world))
+        per_rank, forced = rank_share(self.ctx.conf.batch_size, self.dist.world, self.dist.rank)
         workers = num_augmentation_workers(self.device.type)
         batches = self.parts.task.batches(per_rank, workers,
-                                          self.run.seed + 100 * self.start_epoch + 10000 * self.dist.rank)
+                                          self.run.seed + 100 * self.start_epoch + 10000 * self.dist.rank, forced)
         if self.dist.is_main:
             self.progress.message(f"{self.parts.trainer} {self.ctx.spec.name} {self.ctx.conf.name} fold "
                                   f"{self.run.fold}: {len(self.ctx.train_ids)} train / {len(self.ctx.val_ids)} val "

@@ -16,8 +16,8 @@ class BatchTask(Protocol):
     metric_name: str
     mirror_axes: tuple[int, ...]
 
-    def batches(self, batch_size: int, workers: int, seed: int) -> Iterator[dict[str, Any]]:
-        """Augmented training batches."""
+    def batches(self, batch_size: int, workers: int, seed: int, forced: int | None = None) -> Iterator[dict[str, Any]]:
+        """Augmented training batches (`forced`: samples per batch centred on foreground, where that applies)."""
 
     def to_device(self, batch: dict[str, Any], net: nn.Module, device: torch.device) -> tuple[torch.Tensor, Any]:
         """(input, target) of a batch on the device, targets as the loss takes them."""

@@ -33,8 +33,8 @@ class ClassificationTask:
         """Cross-entropy (optional label smoothing)."""
         return classification_loss(label_smoothing)
 
-    def batches(self, batch_size: int, workers: int, seed: int) -> Iterator[dict[str, Any]]:
-        """Augmented class-balanced ROI batches."""
+    def batches(self, batch_size: int, workers: int, seed: int, forced: int | None = None) -> Iterator[dict[str, Any]]:
+        """Augmented class-balanced ROI batches (every ROI is on a finding: `forced` does not apply)."""
         loader = ROIBatches(self.train, extract_size(self.conf, self.aug), batch_size, self.conf.patch_size)
         return batch_stream(loader, self.conf, self.aug, workers, seed, with_seg=False)
 

@@ -28,13 +28,14 @@ class SegmentationTask:
         self.labels = plans.foreground_labels()
 
     @staticmethod
-    def loss(net: nn.Module) -> nn.Module:
-        """Dice + CE over every deep-supervision output, weights halving per scale."""
-        return DeepSupervisionLoss(DiceCELoss(), len(net.deep_supervision_scales()))
+    def loss(net: nn.Module, batch_dice: bool = True) -> nn.Module:
+        """Dice (batch or per-sample) + CE over every deep-supervision output, weights halving per scale."""
+        return DeepSupervisionLoss(DiceCELoss(batch_dice), len(net.deep_supervision_scales()))
 
-    def batches(self, batch_size: int, workers: int, seed: int) -> Iterator[dict[str, Any]]:
-        """Augmented training batches."""
-        loader = SegmentationBatches(self.train, self.conf.patch_size, batch_size, extract_size(self.conf, self.aug))
+    def batches(self, batch_size: int, workers: int, seed: int, forced: int | None = None) -> Iterator[dict[str, Any]]:
+        """Augmented training batches, `forced` of each centred on foreground (default: the last third)."""
+        loader = SegmentationBatches(self.train, self.conf.patch_size, batch_size, extract_size(self.conf, self.aug),
+                                     forced=forced)
         return batch_stream(loader, self.conf, self.aug, workers, seed, with_seg=True)
 
     def to_device(self, batch: dict[str, Any], net: nn.Module, device: torch.device) -> tuple[torch.Tensor, Any]:
