@@ -28,7 +28,7 @@ def _cmd_plan(a: argparse.Namespace) -> None:
     from xtlunet.plan_and_preprocess import plan_and_preprocess, plans_summary
 
     plans = plan_and_preprocess(a.d, a.c, a.pl, a.pretrained, a.gpu_memory_gb, a.verify, a.np, a.overwrite,
-                                a.plans_name, preprocess=not a.no_pp)
+                                a.plans_name, preprocess=not a.no_pp, reorient=a.reorient)
     print(plans_summary(plans))
 
 
@@ -206,6 +206,8 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-np", type=int, default=1, help="worker processes")
     p.add_argument("--overwrite", action="store_true", help="redo the fingerprint and every case")
     p.add_argument("--no-pp", action="store_true", help="plan only, no preprocessing")
+    p.add_argument("--reorient", action="store_true", help="bring every 3D case to its closest RAS+ axis order "
+                   "(permutations and flips only, undone exactly at export; default: the files' voxel order)")
     p.set_defaults(func=_cmd_plan)
 
 

@@ -24,23 +24,23 @@ def load_spec(dataset: str | int) -> DatasetSpec:
 
 
 def current_fingerprint(spec: DatasetSpec, out: Path, dim: int, num_workers: int,
-                        overwrite: bool) -> tuple[Fingerprint, bool]:
+                        overwrite: bool, reorient: bool = False) -> tuple[Fingerprint, bool]:
     """(fingerprint, whether it is new): fingerprint.json if it is current, else computed (not yet written)."""
     path = out / "fingerprint.json"
-    ids = [c.case_id for c in spec.cases("Tr")]
     if path.is_file() and not overwrite:
         fp = Fingerprint.load(path)
-        if [c.case_id for c in fp.cases] == ids and fp.channel_names == {str(k): v for k, v in spec.channel_names.items()}:
+        if fp.is_current(spec, reorient):
             return fp, False
-    fp = compute_fingerprint(spec, dim, num_workers)
+    fp = compute_fingerprint(spec, dim, num_workers, reorient)
     for note in fp.resampled_channels:
         log.info(note)
     return fp, True
 
 
-def fingerprint_dataset(spec: DatasetSpec, out: Path, dim: int, num_workers: int, overwrite: bool) -> Fingerprint:
+def fingerprint_dataset(spec: DatasetSpec, out: Path, dim: int, num_workers: int, overwrite: bool,
+                        reorient: bool = False) -> Fingerprint:
     """Load fingerprint.json if it is current, else compute and write it."""
-    fp, new = current_fingerprint(spec, out, dim, num_workers, overwrite)
+    fp, new = current_fingerprint(spec, out, dim, num_workers, overwrite, reorient)
     if new:
         fp.save(out / "fingerprint.json")
     return fp
@@ -64,15 +64,17 @@ def make_planner(name: str | None, spec: DatasetSpec, fp: Fingerprint, gpu_memor
 def plan_and_preprocess(dataset: str | int, configurations: list[str] | None = None, planner: str | None = None,
                         pretrained: str | None = None, gpu_memory_gb: float = 8.0, verify: bool = False,
                         num_workers: int = 1, overwrite: bool = False, plans_name: str | None = None,
-                        preprocess: bool = True) -> Plans:
-    """Check, fingerprint, plan and preprocess a raw dataset; returns the plans."""
+                        preprocess: bool = True, reorient: bool = False) -> Plans:
+    """Check, fingerprint, plan and preprocess a raw dataset (in each case's closest RAS+ frame with `reorient`)."""
     spec = load_spec(dataset)
     out = preprocessed_root() / spec.name
     if verify or not (out / "fingerprint.json").is_file():
         verify_dataset(spec, deep=verify, num_workers=num_workers)
     dim = dataset_dimension(spec)
-    fp, new_fingerprint = current_fingerprint(spec, out, dim, num_workers, overwrite)
+    check_reorient(reorient, dim)
+    fp, new_fingerprint = current_fingerprint(spec, out, dim, num_workers, overwrite, reorient)
     plans = make_planner(planner, spec, fp, gpu_memory_gb, pretrained, plans_name).plan(configurations)
+    plans.reorient = fp.reoriented  # the frame the fingerprint (and so the plan) was made in
     # nothing is written before the plan succeeds: a refused planner, configuration or --pretrained leaves no file
     out.mkdir(parents=True, exist_ok=True)
     if new_fingerprint:
@@ -93,6 +95,12 @@ def plan_and_preprocess(dataset: str | int, configurations: list[str] | None = N
     return plans
 
 
+def check_reorient(reorient: bool, dim: int) -> None:
+    """Refuse --reorient for 2D datasets (RAS+ is a frame of volumes; 2D images keep their pixel axes)."""
+    if reorient and dim != 3:
+        raise XtlunetError(f"--reorient applies to 3D datasets, this one is {dim}D", fix="omit --reorient")
+
+
 def copy_reference_labels(spec: DatasetSpec, dest: Path) -> None:
     """Copy labelsTr into the preprocessed folder (validation scores against them without the raw data)."""
     if spec.is_classification:
@@ -110,7 +118,8 @@ def plans_summary(plans: Plans) -> str:
     """A printable table of the planned configurations."""
     head = f"{'config':<11} {'spacing':<22} {'patch':<16} {'batch':>5} {'family':<9} {'stages':>6} {'widths':<26} {'mem GB':>7}"
     rows = [f"plans {plans.plans_name} for {plans.dataset_name} ({plans.task}, planner {plans.planner}, "
-            f"axes transposed {plans.transpose_forward})", head, "-" * len(head)]
+            f"{'reoriented to RAS+, ' if plans.reorient else ''}axes transposed {plans.transpose_forward})",
+            head, "-" * len(head)]
     for c in plans.configurations.values():
         a = c.architecture
         widths = ",".join(map(str, a["widths"]))

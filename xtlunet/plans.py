@@ -33,6 +33,7 @@ class ConfigurationPlan:
     num_outputs: int
     data_identifier: str
     anisotropy_threshold: float = ANISOTROPY_THRESHOLD
+    batch_dice: bool = True      # Dice over the whole batch; False: per sample, averaged (nnU-Net's 3d_fullres alone)
     memory_estimate_gb: float = 0.0
     roi_mm: list[float] | None = None
     source_config: str | None = None
@@ -43,11 +44,13 @@ class ConfigurationPlan:
         """The architecture as a typed description."""
         return ArchitectureDescription.from_json(self.architecture)
 
-    def preprocessing_key(self) -> str:
-        """A hash of everything that decides the preprocessed arrays of this configuration."""
+    def preprocessing_key(self, reorient: bool = False) -> str:
+        """A hash of everything that decides the preprocessed arrays of this configuration (and the plans' reorient)."""
         keys = {"spacing": self.spacing, "normalization": self.normalization,
                 "use_mask_for_norm": self.use_mask_for_norm, "dim": self.dim,
                 "source_config": self.source_config, "anisotropy_threshold": self.anisotropy_threshold}
+        if reorient:  # only when on, so arrays preprocessed before the option existed stay current
+            keys["reorient"] = True
         return hashlib.sha1(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -65,6 +68,7 @@ class Plans:
     transpose_forward: list[int]
     foreground_intensity_properties: dict[str, dict[str, float]]
     configurations: dict[str, ConfigurationPlan]
+    reorient: bool = False  # cases brought to their closest RAS+ frame before transpose_forward (undone at export)
     version: int = PLANS_VERSION
 
     @property
@@ -86,7 +90,10 @@ class Plans:
 
     def identity(self) -> str:
         """A short hash of the whole plan, stored in checkpoints to refuse mismatched plans."""
-        return hashlib.sha1(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:16]
+        d = self.to_json()
+        if not self.reorient:  # plans made before the option existed keep their identity
+            del d["reorient"]
+        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""

@@ -4,7 +4,11 @@ Conventions (used everywhere in xtlunet):
 - arrays are in numpy order as SimpleITK returns them: (z, y, x) for 3D, (y, x) for 2D;
 - ``spacing`` and ``shape`` follow the array axes (z, y, x);
 - ``origin`` and ``direction`` are SimpleITK's physical values, in LPS world order (x, y, z),
-  with ``direction`` the row-major flattened direction-cosine matrix.
+  with ``direction`` the row-major flattened direction-cosine matrix (column j: world direction of index axis j,
+  index axes in ITK order (x, y, z), i.e. array axis a is index axis ndim-1-a).
+
+``Reorientation`` brings an array to its closest RAS+ frame (index x → Right, y → Anterior, z → Superior) by an
+axis permutation and flips only: no resampling, exactly invertible, an oblique direction stays oblique.
 """
 from __future__ import annotations
 
@@ -80,6 +84,12 @@ class Geometry:
             out.append("direction")
         return out
 
+    def axis_codes(self) -> str:
+        """Anatomical direction of each index axis (x, y, z), e.g. 'LPS' for the identity, 'RAS', 'PSL' (sagittal)."""
+        d = self.direction_matrix()
+        world = closest_world_axes(d)
+        return "".join((POSITIVE_CODES if d[w, j] > 0 else NEGATIVE_CODES)[w] for j, w in enumerate(world))
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return {"spacing": list(self.spacing), "origin": list(self.origin),
@@ -90,6 +100,77 @@ class Geometry:
         """Inverse of to_json."""
         return cls(tuple(float(v) for v in d["spacing"]), tuple(float(v) for v in d["origin"]),
                    tuple(float(v) for v in d["direction"]), tuple(int(v) for v in d["shape"]))
+
+
+POSITIVE_CODES = "LPS"  # where the LPS world axes x, y, z point
+NEGATIVE_CODES = "RAI"
+RAS_SIGNS = (-1.0, -1.0, 1.0)  # RAS+ axes in LPS world coordinates: R = −x, A = −y, S = +z
+
+
+def closest_world_axes(direction: np.ndarray) -> list[int]:
+    """The world axis closest to each index axis (column), each used once, largest |cosine| assigned first."""
+    cos = np.abs(np.asarray(direction, dtype=np.float64))
+    out = [0] * len(cos)
+    for _ in range(len(cos)):
+        w, j = np.unravel_index(int(np.argmax(cos)), cos.shape)
+        out[int(j)] = int(w)
+        cos[w, :] = -1.0
+        cos[:, j] = -1.0
+    return out
+
+
+@dataclass(frozen=True)
+class Reorientation:
+    """Axis permutation and flips in array order: new axis k is old axis ``axes[k]``, reversed when ``flips[k]``."""
+
+    axes: tuple[int, ...]
+    flips: tuple[bool, ...]
+
+    def _flipped_axes(self, lead: int) -> tuple[int, ...]:
+        """The (new-order) axes to reverse, after `lead` leading non-spatial axes."""
+        return tuple(lead + k for k, f in enumerate(self.flips) if f)
+
+    def apply(self, array: np.ndarray, lead: int = 0) -> np.ndarray:
+        """The array in the new frame (its `lead` leading axes, e.g. channels, untouched); exact, a contiguous copy."""
+        moved = array.transpose([*range(lead), *(lead + a for a in self.axes)])
+        return np.ascontiguousarray(np.flip(moved, self._flipped_axes(lead)))
+
+    def revert(self, array: np.ndarray, lead: int = 0) -> np.ndarray:
+        """Inverse of apply: an array of the new frame back in the original axis order."""
+        back = [self.axes.index(a) for a in range(len(self.axes))]
+        flipped = np.flip(array, self._flipped_axes(lead))
+        return np.ascontiguousarray(flipped.transpose([*range(lead), *(lead + k for k in back)]))
+
+    def geometry(self, geo: Geometry) -> Geometry:
+        """The geometry of the reoriented array: every voxel keeps its world position."""
+        n, d = geo.ndim, geo.direction_matrix()
+        columns = [d[:, n - 1 - self.axes[k]] * (-1.0 if self.flips[k] else 1.0) for k in range(n)]
+        direction = np.stack(columns[::-1], axis=1)  # array order → index (x, y, z) order
+        corner = np.zeros(n)
+        for a, f in zip(self.axes, self.flips):
+            corner[a] = geo.shape[a] - 1 if f else 0
+        origin = geo.index_to_world(corner) if any(self.flips) else np.asarray(geo.origin)
+        return Geometry(tuple(geo.spacing[a] for a in self.axes), tuple(float(o) for o in origin),
+                        tuple(float(v) for v in direction.ravel()), tuple(geo.shape[a] for a in self.axes))
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {"axes": list(self.axes), "flips": list(self.flips)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Reorientation":
+        """Inverse of to_json (other keys are ignored)."""
+        return cls(tuple(int(a) for a in d["axes"]), tuple(bool(f) for f in d["flips"]))
+
+
+def closest_ras(geo: Geometry) -> Reorientation:
+    """The permutation and flips making the array closest to RAS+, as nibabel's as_closest_canonical does."""
+    n, d = geo.ndim, geo.direction_matrix()
+    world = closest_world_axes(d)
+    source = [world.index(t) for t in range(n)]  # old index axis (x, y, z order) that becomes index axis t
+    axes = tuple(n - 1 - source[n - 1 - k] for k in range(n))
+    flips = tuple(bool(d[n - 1 - k, source[n - 1 - k]] * RAS_SIGNS[n - 1 - k] < 0) for k in range(n))
+    return Reorientation(axes, flips)
 
 
 def _fmt(values: Sequence[float]) -> str:

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 
-from xtlunet.dataset.geometry import Geometry
+from xtlunet.dataset.geometry import Geometry, Reorientation, closest_ras
 from xtlunet.dataset.io import read_image, to_sitk
 from xtlunet.dataset.spec import Case, DatasetSpec
 from xtlunet.errors import XtlunetError
@@ -17,7 +18,11 @@ log = logging.getLogger("xtlunet")
 
 @dataclass
 class LoadedCase:
-    """A case in memory: data (C, *spatial) float32 on channel 0's grid, optional label map."""
+    """A case in memory: data (C, *spatial) float32 on channel 0's grid, optional label map.
+
+    After `reoriented`, data/seg/geometry are in the closest RAS+ frame, `reorientation` says how they got there
+    and `source_geometry` keeps the input files' geometry (the grid predictions are written on).
+    """
 
     case_id: str
     data: np.ndarray
@@ -25,6 +30,19 @@ class LoadedCase:
     seg: np.ndarray | None = None
     channel_geometries: list[Geometry] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    reorientation: Reorientation | None = None
+    source_geometry: Geometry | None = None
+
+    def input_geometry(self) -> Geometry:
+        """The geometry of the input files (channel 0), whether or not the arrays were reoriented."""
+        return self.source_geometry or self.geometry
+
+    def reorientation_record(self) -> dict[str, Any] | None:
+        """What reorientation did, for the case properties (None when the arrays are in the input's axis order)."""
+        if self.reorientation is None:
+            return None
+        return {**self.reorientation.to_json(), "from": self.input_geometry().axis_codes(),
+                "to": self.geometry.axis_codes(), "geometry": self.geometry.to_json()}
 
 
 def load_case(case: Case, spec: DatasetSpec, ndim: int | None = None, with_label: bool = True) -> LoadedCase:
@@ -51,6 +69,16 @@ def load_case(case: Case, spec: DatasetSpec, ndim: int | None = None, with_label
     for n in notes:
         log.info(n)
     return LoadedCase(case.case_id, np.stack(arrays), geos[0], seg, geos, notes)
+
+
+def reoriented(lc: LoadedCase) -> LoadedCase:
+    """The case with data, label and geometry in the closest RAS+ frame (permutation and flips, exact; idempotent)."""
+    if lc.reorientation is not None:
+        return lc
+    r = closest_ras(lc.geometry)
+    seg = None if lc.seg is None else r.apply(lc.seg)
+    return replace(lc, data=r.apply(lc.data, lead=1), geometry=r.geometry(lc.geometry), seg=seg, reorientation=r,
+                   source_geometry=lc.geometry)
 
 
 def _load_label(case: Case, spec: DatasetSpec, ref_geo: Geometry, ndim: int | None) -> np.ndarray:

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from xtlunet.dataset.geometry import Geometry
+from xtlunet.dataset.geometry import Geometry, Reorientation
 from xtlunet.dataset.io import file_ending, write_image
 from xtlunet.errors import XtlunetError
 from xtlunet.plans import Plans
@@ -17,12 +17,11 @@ from xtlunet.utils.atomic import atomic_path
 def revert_preprocessing(probs: np.ndarray, props: dict[str, Any], plans: Plans) -> np.ndarray:
     """Probabilities (K, *preprocessed) back on the original grid (K, *original shape), in the original axis order.
 
-    Resample to the cropped shape, paste into the uncropped array (background outside the crop box), transpose back.
+    Resample to the cropped shape, paste into the uncropped array (background outside the crop box), transpose back,
+    undo the reorientation (if any): each step exact except the resampling.
     """
     probs = np.asarray(probs, dtype=np.float32)
-    if list(props["transpose_forward"]) != list(plans.transpose_forward):
-        raise XtlunetError(f"the case was preprocessed with transpose {props['transpose_forward']}, the plans say "
-                           f"{plans.transpose_forward}", fix="export with the plans the case was preprocessed with")
+    check_same_plans(props, plans)
     if list(probs.shape[1:]) != list(props["shape_after_resample"]):
         raise XtlunetError(f"probabilities of spatial shape {list(probs.shape[1:])} do not match the preprocessed "
                            f"shape {props['shape_after_resample']}",
@@ -31,7 +30,26 @@ def revert_preprocessing(probs: np.ndarray, props: dict[str, Any], plans: Plans)
     full = np.zeros((probs.shape[0], *props["shape_before_crop"]), dtype=np.float32)
     full[0] = 1.0
     full[(slice(None), *(slice(a, b) for a, b in props["bbox"]))] = cropped
-    return np.ascontiguousarray(full.transpose([0, *(a + 1 for a in plans.transpose_backward)]))
+    return undo_reorientation(full.transpose([0, *(a + 1 for a in plans.transpose_backward)]), props)
+
+
+def check_same_plans(props: dict[str, Any], plans: Plans) -> None:
+    """Refuse to revert a case with plans that transpose or reorient otherwise than its preprocessing did."""
+    if list(props["transpose_forward"]) != list(plans.transpose_forward):
+        raise XtlunetError(f"the case was preprocessed with transpose {props['transpose_forward']}, the plans say "
+                           f"{plans.transpose_forward}", fix="export with the plans the case was preprocessed with")
+    if (props.get("reorientation") is not None) != plans.reorient:
+        done = "with" if props.get("reorientation") is not None else "without"
+        raise XtlunetError(f"the case was preprocessed {done} reorientation, the plans say reorient={plans.reorient}",
+                           fix="export with the plans the case was preprocessed with")
+
+
+def undo_reorientation(full: np.ndarray, props: dict[str, Any]) -> np.ndarray:
+    """Arrays (K, *reoriented shape) back in the input's axis order and directions (exact), as recorded in props."""
+    record = props.get("reorientation")
+    if record is None:
+        return np.ascontiguousarray(full)
+    return Reorientation.from_json(record).revert(full, lead=1)
 
 
 def probabilities_to_labels(probs: np.ndarray, plans: Plans) -> np.ndarray:

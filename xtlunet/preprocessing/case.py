@@ -1,4 +1,4 @@
-"""Preprocess one case for one configuration: transpose, crop, normalise, resample, sample locations."""
+"""Preprocess one case for one configuration: reorient (if planned), transpose, crop, normalise, resample, locations."""
 from __future__ import annotations
 
 from typing import Any
@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 
 from xtlunet.dataset.findings import Finding
-from xtlunet.dataset.loading import LoadedCase
+from xtlunet.dataset.loading import LoadedCase, reoriented
 from xtlunet.plans import ConfigurationPlan, Plans
 from xtlunet.preprocessing.crop import crop_case
 from xtlunet.preprocessing.normalize import normalize_channel
@@ -42,7 +42,9 @@ def class_locations(seg: np.ndarray, labels: list[int], rng: np.random.Generator
 
 def preprocess_loaded(lc: LoadedCase, plans: Plans, conf: ConfigurationPlan,
                       findings: list[Finding], foreground: list[int]) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
-    """Turn a loaded case into (data, seg, properties) as the configuration says."""
+    """Turn a loaded case into (data, seg, properties) as the configuration says (reoriented first if planned)."""
+    if plans.reorient:
+        lc = reoriented(lc)
     order = plans.transpose_forward
     data = lc.data.transpose([0] + [a + 1 for a in order])
     seg = None if lc.seg is None else lc.seg.transpose(order)
@@ -62,7 +64,8 @@ def preprocess_loaded(lc: LoadedCase, plans: Plans, conf: ConfigurationPlan,
     if seg is not None:
         seg = resample_seg(seg, shape, sep).astype(np.int16)
     props: dict[str, Any] = {
-        "case_id": lc.case_id, "geometry": lc.geometry.to_json(), "transpose_forward": order,
+        "case_id": lc.case_id, "geometry": lc.input_geometry().to_json(), "reorientation": lc.reorientation_record(),
+        "transpose_forward": order,
         "shape_before_crop": shape_before, "bbox": bbox, "shape_after_crop": cropped,
         "shape_after_resample": shape, "spacing": spacing, "target_spacing": target,
         "separate_axis": sep, "notes": lc.notes,

@@ -68,7 +68,7 @@ def preprocess_configuration(spec: DatasetSpec, plans: Plans, conf: Configuratio
     """Preprocess every training case for `conf`; returns counts of written and skipped cases."""
     out_dir = out_root / conf.data_identifier
     out_dir.mkdir(parents=True, exist_ok=True)
-    key = conf.preprocessing_key()
+    key = conf.preprocessing_key(plans.reorient)
     cases = spec.cases("Tr")
     findings = read_findings(spec.findings_path, spec.classes) if spec.is_classification else []
     by_case: dict[str, list[Finding]] = {}
