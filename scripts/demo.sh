@@ -25,15 +25,16 @@ echo "== 3. plan and preprocess the brain MS dataset (default plans, and XTL pla
 xtlunet plan-and-preprocess -d 501 -c 3d_fullres --gpu-memory-gb "$BUDGET" -np 2 --verify
 xtlunet plan-and-preprocess -d 501 -c 3d_fullres --pretrained "$DEMO/mammo_plain.pth" --gpu-memory-gb "$XTL_BUDGET" -np 2
 
-echo "== 4. five-fold cross-validation of the XTL and Scratch arms"
+echo "== 4. five-fold cross-validation of the XTL and Scratch arms, both on the XTL plan (one plan for every arm)"
 for fold in 0 1 2 3 4; do
-  xtlunet -q train 501 3d_fullres "$fold" -tr XTLTrainer -p xtlunetPlansXTL --pretrained "$DEMO/mammo_plain.pth" "${SHORT[@]}"
-  xtlunet -q train 501 3d_fullres "$fold" -tr ScratchTrainer "${SHORT[@]}"
+  # XTLTrainer takes the mammogram checkpoint the plan was made for (its sha256 is in the plan)
+  xtlunet -q train 501 3d_fullres "$fold" -tr XTLTrainer -p xtlunetPlansXTL "${SHORT[@]}"
+  xtlunet -q train 501 3d_fullres "$fold" -tr ScratchTrainer -p xtlunetPlansXTL "${SHORT[@]}"
 done
 
 echo "== 5. ensembled prediction of the held-out test images, and their evaluation"
 xtlunet predict -i "$XTLUNET_raw/Dataset501_BrainMS/imagesTs" -o "$DEMO/predictions_xtl" -d 501 -c 3d_fullres \
-  -tr XTLTrainer --device cpu --no-tta
+  -tr XTLTrainer -p xtlunetPlansXTL --device cpu --no-tta
 xtlunet evaluate -r "$XTLUNET_raw/Dataset501_BrainMS/labelsTs" -p "$DEMO/predictions_xtl" -d 501
 
 echo "== 6. the arm comparison (paired Wilcoxon on per-case Dice over the cross-validation folds)"

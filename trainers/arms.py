@@ -13,6 +13,7 @@ content differs from it.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,11 @@ from torch import nn
 from xtlunet.errors import XtlunetError
 from xtlunet.trainers.base import Trainer as _Trainer
 from xtlunet.transfer import transfer_weights
-from xtlunet.transfer.checkpoint import file_digest, split_checkpoint
+from xtlunet.transfer.checkpoint import NO_INIT, chain_step, file_digest, init_chain, split_checkpoint
 from xtlunet.transfer.report import TransferReport
 from xtlunet.utils.torch_io import safe_torch_load
+
+log = logging.getLogger("xtlunet")
 
 
 class ScratchTrainer(_Trainer):
@@ -68,10 +71,16 @@ class TransferTrainer(_Trainer):
     def check_source(self, meta: dict) -> None:
         """Arm-specific checks of the source checkpoint's metadata."""
 
+    def chain(self) -> list[str]:
+        """The history of the weights this arm starts from (recorded in the transfer report)."""
+        return [chain_step("weights", self.run.pretrained)]
+
     def initialise(self, net: nn.Module) -> TransferReport:
         """Transfer the 2D encoder with the run's conversion mode; refuse below the coverage threshold."""
-        return transfer_weights(self.source, net, mode=self.run.transfer_mode,
-                                min_encoder_coverage=self.min_encoder_coverage, source_path=self.run.pretrained)
+        report = transfer_weights(self.source, net, mode=self.run.transfer_mode,
+                                  min_encoder_coverage=self.min_encoder_coverage, source_path=self.run.pretrained)
+        report.chain = self.chain()
+        return report
 
 
 class TLTrainer(TransferTrainer):
@@ -85,6 +94,10 @@ class TLTrainer(TransferTrainer):
             raise XtlunetError(f"{self.run.pretrained} is a pretrain-2d checkpoint (XTL arm)", path=self.run.pretrained,
                                fix="use -tr XTLTrainer for mammogram weights, or give ImageNet weights to TLTrainer")
 
+    def chain(self) -> list[str]:
+        """Natural-image (ImageNet) weights straight into the 3D network."""
+        return [chain_step("imagenet", self.run.pretrained)]
+
 
 class XTLTrainer(TransferTrainer):
     """Cross-organ transfer: a `pretrain-2d` mammogram checkpoint carried into the 3D network."""
@@ -97,3 +110,11 @@ class XTLTrainer(TransferTrainer):
         if "architecture" not in meta or "provenance" not in meta:
             raise XtlunetError("--pretrained is not a pretrain-2d checkpoint", path=self.run.pretrained,
                                fix="run 'xtlunet pretrain-2d' first (or use -tr TLTrainer for ImageNet weights)")
+        self.source_chain = init_chain(meta)
+        if self.source_chain[0] == NO_INIT:
+            log.warning("warning: %s was pretrained from random weights (init chain 'none'); the XTL protocol starts "
+                        "from natural-image weights: pretrain-2d --init IMAGENET.pth", self.run.pretrained)
+
+    def chain(self) -> list[str]:
+        """The mammogram checkpoint's own history, then the checkpoint."""
+        return [*self.source_chain, chain_step("mammograms", self.run.pretrained)]

@@ -21,7 +21,7 @@ from xtlunet.planners.default import plain_architecture
 from xtlunet.pretrain.data import NORMALIZATION, ImageSet, load_image_set, validation_split
 from xtlunet.training.augmentation import build_augmentation
 from xtlunet.training.checkpoint import save_checkpoint
-from xtlunet.transfer.checkpoint import FORMAT_VERSION
+from xtlunet.transfer.checkpoint import FORMAT_VERSION, NO_INIT, chain_step
 from xtlunet.utils.device import pick_device, seed_everything
 from xtlunet.training.losses import DeepSupervisionLoss, DiceCELoss, classification_loss, downsample_targets
 from xtlunet.metrics import auc, confusion_counts, pseudo_dice
@@ -225,6 +225,7 @@ class Pretrainer2D:
             "dataset": self.spec.name, "task": self.cfg.task, "epochs": self.cfg.epochs,
             "iters_per_epoch": self.cfg.iters_per_epoch, "batch_size": self.cfg.batch_size,
             "train_images": n_train, "val_images": n_val, "init": str(self.cfg.init) if self.cfg.init else None,
+            "init_chain": [chain_step("imagenet", self.cfg.init)] if self.cfg.init else [NO_INIT],
             "init_report": self.init_report, "metric": metric, "metric_history": hist,
             "final_metric": hist[-1] if hist else float("nan"),
             "best_metric": float(np.nanmax(hist)) if hist and not np.all(np.isnan(hist)) else float("nan"),

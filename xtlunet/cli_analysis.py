@@ -95,7 +95,8 @@ def _cmd_compare(a: argparse.Namespace) -> None:
     """xtlunet compare."""
     from xtlunet.evaluation.compare import compare_arms, comparison_markdown
 
-    result = compare_arms(a.d, a.c, a.arms, a.folds, a.o, a.n_boot, a.seed, a.positive_class)
+    result = compare_arms(a.d, a.c, a.arms, a.folds, a.o, a.n_boot, a.seed, a.positive_class,
+                          a.allow_different_plans)
     print(comparison_markdown(result))
     print("wrote " + ", ".join(result["outputs"]))
 
@@ -113,6 +114,8 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", default=None, help="output folder (default: $XTLUNET_results/DATASET/compare_CONFIG)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates for the intervals")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--allow-different-plans", action="store_true", help="compare arms trained on different plans "
+                   "(network, patch, spacing): a loud note in the report instead of an error")
     p.add_argument("--positive-class", default=None, help="classification with more than two classes: the class "
                    "(value or name) scored one-vs-rest")
     p.set_defaults(func=_cmd_compare)

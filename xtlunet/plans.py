@@ -88,6 +88,16 @@ class Plans:
                                fix=f"use one of: {', '.join(opts)}")
         return self.configurations[name]
 
+    def design_identity(self, configuration: str) -> str:
+        """A short hash of what one configuration trains on — network, patch, spacing, batch, normalisation, axes —
+        but not the plans' name: arms that share it are comparable, whatever their plans file is called."""
+        conf = asdict(self.configuration(configuration))
+        for key in ("name", "data_identifier", "notes", "memory_estimate_gb"):
+            conf.pop(key, None)
+        design = {"configuration": conf, "transpose_forward": self.transpose_forward, "reorient": self.reorient,
+                  "intensity": self.foreground_intensity_properties, "labels": self.labels, "classes": self.classes}
+        return hashlib.sha1(json.dumps(design, sort_keys=True).encode()).hexdigest()[:16]
+
     def identity(self) -> str:
         """A short hash of the whole plan, stored in checkpoints to refuse mismatched plans."""
         d = self.to_json()

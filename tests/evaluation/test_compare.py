@@ -16,6 +16,7 @@ from xtlunet.evaluation.compare import compare_arms, compare_classification, com
 from xtlunet.evaluation.segmentation_metrics import LesionCounts
 from xtlunet.evaluation.statistics import delong_test
 from xtlunet.evaluation.summary import CaseScores, FindingScores, ValidationSummary
+from xtlunet.plans import ConfigurationPlan, Plans
 
 ARMS = {"XTLTrainer": "xtlunetPlansXTL", "TLTrainer": "xtlunetPlansXTL", "ScratchTrainer": "xtlunetPlans"}
 SHIFT = {"XTLTrainer": 0.08, "TLTrainer": 0.04, "ScratchTrainer": 0.0}
@@ -28,14 +29,27 @@ def _fold_dir(results: Path, dataset: str, arm: str, fold: int, plans: str | Non
     return results / dataset / f"{arm}__{plans or ARMS[arm]}__3d_fullres" / f"fold_{fold}" / "validation"
 
 
+def _plans(plans_name: str, patch: list[int] | None = None) -> Plans:
+    """A minimal plan with a 3d_fullres configuration (what training writes into each model folder)."""
+    conf = ConfigurationPlan(name="3d_fullres", task="segmentation", dim=3, spacing=[1.0, 1.0, 1.0],
+                             patch_size=patch or [32, 32, 32], batch_size=2, median_shape=[64, 64, 64],
+                             normalization=["zscore"], use_mask_for_norm=[False], architecture={"family": "plain"},
+                             num_outputs=3, data_identifier=f"{plans_name}_3d_fullres")
+    return Plans(plans_name=plans_name, dataset_name="Dataset501_Fake", planner="DefaultPlanner", task="segmentation",
+                 channel_names={"0": "MR"}, labels={"background": 0, "a": 1, "b": 2}, classes={},
+                 transpose_forward=[0, 1, 2], foreground_intensity_properties={}, configurations={"3d_fullres": conf})
+
+
 def _write_cases(path: Path, rows: list[dict]) -> None:
-    """A segmentation ValidationSummary of rows {case_id, label: metrics}."""
+    """A segmentation ValidationSummary of rows {case_id, label: metrics}, and the model folder's plans.json."""
+    _plans(path.parents[2].name.split("__")[1]).save(path.parents[2] / "plans.json")
     cases = [CaseScores(r["case_id"], {int(k): v for k, v in r.items() if k != "case_id"}) for r in rows]
     ValidationSummary(task="segmentation", labels=[1, 2], cases=cases).save(path)
 
 
 def _write_findings(path: Path, rows: list[dict]) -> None:
-    """A classification ValidationSummary of rows {case_id, finding_id, label, p0, p1, ...}."""
+    """A classification ValidationSummary of rows {case_id, finding_id, label, p0, p1, ...}, and plans.json."""
+    _plans(path.parents[2].name.split("__")[1]).save(path.parents[2] / "plans.json")
     findings = [FindingScores(r["case_id"], r["finding_id"], int(r["label"]),
                               [r[f"p{k}"] for k in range(sum(c.startswith("p") for c in r))]) for r in rows]
     ValidationSummary(task="classification", findings=findings).save(path)
@@ -194,3 +208,19 @@ def test_pure_functions_pair_by_key():
     assert [r["auc"] for r in res["arms"]] == [1.0, 0.75] and res["pairs"][0]["auc_diff"] == pytest.approx(0.25)
     with pytest.raises(XtlunetError, match="two or more distinct arms"):
         compare_classification(labels, {"a": {}})
+
+
+def test_arms_on_different_plans_are_refused_or_noted(seg_tree, roots, tmp_path):
+    scratch = _fold_dir(roots["results"], SEG, "ScratchTrainer", 0).parents[1]
+    _plans("xtlunetPlans", patch=[48, 48, 48]).save(scratch / "plans.json")
+    with pytest.raises(XtlunetError, match=r"arms XTLTrainer and ScratchTrainer were trained on different plans "
+                                           r"\(xtlunetPlansXTL vs xtlunetPlans: patch_size differ\).*one plan"):
+        compare_arms(501, "3d_fullres", list(ARMS), n_boot=10)
+    res = compare_arms(501, "3d_fullres", list(ARMS), n_boot=10, out_dir=tmp_path / "c", allow_different_plans=True)
+    assert len(res["notes"]) == 1 and "patch_size differ" in (tmp_path / "c" / "comparison.md").read_text()
+    assert [a["chain"] for a in res["arms"]] == ["random"] * 3     # no transfer reports in this tree
+
+
+def test_patients_are_the_bootstrap_unit_of_a_classification_comparison(cls_tree):
+    res = compare_arms(502, "3d_fullres", list(ARMS), n_boot=50)
+    assert res["bootstrap"] == "patients"

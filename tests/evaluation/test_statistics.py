@@ -134,3 +134,21 @@ def test_unpaired_or_empty_input_is_a_user_error():
 def test_delong_needs_two_cases_of_each_class():
     with pytest.raises(XtlunetError, match="two positive and two negative"):
         delong_test([0, 0, 1], [0.1, 0.2, 0.3], [0.3, 0.2, 0.1])
+
+
+def test_patient_bootstrap_resamples_patients_not_findings():
+    """Six patients with five identical findings each: resampling patients is resampling the six distinct
+    findings (AUC ignores a common multiplicity), while resampling findings pretends there are 30 of them."""
+    from xtlunet.evaluation.classification_metrics import auc_with_ci
+
+    y6 = np.array([0, 0, 0, 1, 1, 1])
+    s6 = np.array([0.1, 0.4, 0.7, 0.3, 0.6, 0.9])
+    y30, s30 = np.repeat(y6, 5), np.repeat(s6, 5)
+    patients = np.repeat([f"p{i}" for i in range(6)], 5)
+    by_patient = auc_with_ci(y30, s30, n_boot=800, seed=4, groups=patients)
+    assert by_patient == auc_with_ci(y6, s6, n_boot=800, seed=4, groups=np.arange(6))
+    by_finding = auc_with_ci(y30, s30, n_boot=800, seed=4)
+    assert by_patient[0] == by_finding[0] == pytest.approx(6 / 9)   # 1 + 2 + 3 of the 9 pairs
+    assert (by_patient[2] - by_patient[1]) > 1.8 * (by_finding[2] - by_finding[1])   # the honest interval is wider
+    diff = bootstrap_auc_diff_ci(y30, s30, np.repeat(s6[::-1], 5), n_boot=300, seed=1, groups=patients)
+    assert diff == bootstrap_auc_diff_ci(y6, s6, s6[::-1], n_boot=300, seed=1, groups=np.arange(6))

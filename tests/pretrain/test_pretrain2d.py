@@ -56,6 +56,9 @@ def test_init_from_torchvision_state_dict(examples, capsys, tmp_path):
     prov = torch.load(out, map_location="cpu", weights_only=True)["provenance"]
     assert prov["init"] == str(init) and "encoder 100.0%" in prov["init_report"]
     assert "channel-adapted" in prov["init_report"]
+    from xtlunet.transfer.checkpoint import file_digest
+
+    assert prov["init_chain"] == [f"imagenet:{file_digest(init)}"]     # the XTL chain starts from natural images
 
 
 @pytest.mark.parametrize("argv, needle", [

@@ -18,6 +18,7 @@ from xtlunet.dataset.io import read_image
 from xtlunet.networks.build import build_network
 from xtlunet.networks.description import family_description
 from xtlunet.networks.torchvision_keys import xtlunet_to_torchvision
+from xtlunet.transfer.checkpoint import file_digest
 
 pytestmark = pytest.mark.slow  # end-to-end runs: `pytest -m "not slow"` leaves them out
 
@@ -89,6 +90,7 @@ def test_transfer_arms_write_reports(trained_roots, tmp_path, capsys):
     fold = _fold_dir(trained_roots, "Dataset501_BrainMS", "TLTrainer", "xtlunetPlansXTL", "3d_fullres", "0")
     report = json.loads((fold / "transfer_report.json").read_text())
     assert report["coverage"]["encoder"] >= 0.9 and report["coverage"]["decoder"] == 0.0
+    assert report["chain"] == [f"imagenet:{file_digest(imagenet)}"]
     assert "transfer inflate: encoder" in (fold / "training_log.txt").read_text()
     # XTL: a pretrain-2d checkpoint is required; ImageNet weights are refused with a hint
     code = main(["train", *argv, "-tr", "XTLTrainer", "--pretrained", str(imagenet)])
@@ -239,10 +241,14 @@ def test_xtl_takes_the_checkpoint_its_plan_was_made_for(trained_roots, tmp_path,
                  "--plans-name", "xtlunetPlansMammo", "--gpu-memory-gb", "0.4"]) == 0
     argv = ["train", "501", "3d_fullres", "0", "-p", "xtlunetPlansMammo", "-tr", "XTLTrainer", "--epochs", "1",
             "--iters-per-epoch", "1", "--device", "cpu", "--no-final-validation"]
+    assert torch.load(ckpt, weights_only=True)["provenance"]["init_chain"] == ["none"]
+    capsys.readouterr()
     assert main(argv) == 0   # no --pretrained: the plan's checkpoint
+    assert "pretrained from random weights (init chain 'none')" in capsys.readouterr().err
     fold = _fold_dir(trained_roots, "Dataset501_BrainMS", "XTLTrainer", "xtlunetPlansMammo", "3d_fullres", "0")
     report = json.loads((fold / "transfer_report.json").read_text())
     assert report["source"] == str(ckpt.resolve()) and report["coverage"]["encoder"] >= 0.9
+    assert report["chain"] == ["none", f"mammograms:{file_digest(ckpt)}"]
     other = tmp_path / "other.pth"
     ck = torch.load(ckpt, weights_only=True)
     first = next(k for k in ck["state_dict"] if k.endswith("weight"))

@@ -89,6 +89,29 @@ def stratified_bootstrap(y: np.ndarray, n_boot: int, seed: int) -> tuple[np.ndar
             neg[rng.integers(0, neg.size, (n_boot, neg.size))])
 
 
+def group_bootstrap(groups: ArrayLike, n_boot: int, seed: int) -> list[np.ndarray]:
+    """Per replicate, the indices of every item of the groups (patients) drawn with replacement: a cluster bootstrap."""
+    rng = _rng(n_boot, seed)
+    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(int(inverse.max()) + 1)]
+    draws = rng.integers(0, len(members), (n_boot, len(members)))
+    return [np.concatenate([members[g] for g in row]) for row in draws]
+
+
+def bootstrap_aucs(y: np.ndarray, scores: Sequence[np.ndarray], n_boot: int, seed: int,
+                   groups: ArrayLike | None = None) -> np.ndarray:
+    """(replicates, k) AUCs of k score vectors on the same resamples: a class-stratified case bootstrap, or, with
+    `groups` (patient ids), a patient bootstrap whose replicates holding one class only are dropped."""
+    if groups is None:
+        pos, neg = stratified_bootstrap(y, n_boot, seed)
+        return np.stack([rank_auc(s[pos], s[neg]) for s in scores], axis=1)
+    reps = [[rank_auc(s[idx][y[idx] == 1], s[idx][y[idx] == 0]) for s in scores]
+            for idx in group_bootstrap(groups, n_boot, seed) if 0 < y[idx].sum() < idx.size]
+    if not reps:
+        raise XtlunetError("no patient resample holds both classes", fix="evaluate on more patients of each class")
+    return np.array(reps)
+
+
 def percentile_ci(values: np.ndarray, alpha: float) -> tuple[float, float]:
     """The (alpha/2, 1 - alpha/2) percentile interval of bootstrap replicates."""
     if not 0.0 < alpha < 1.0:

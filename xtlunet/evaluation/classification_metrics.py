@@ -8,16 +8,16 @@ import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from xtlunet.errors import XtlunetError
-from xtlunet.evaluation._scores import ArrayLike, binary_scores, percentile_ci, rank_auc, stratified_bootstrap
+from xtlunet.evaluation._scores import ArrayLike, binary_scores, bootstrap_aucs, percentile_ci
 from xtlunet.utils.atomic import atomic_path
 
 
 def auc_with_ci(labels: ArrayLike, scores: ArrayLike, n_boot: int = 2000, seed: int = 0,
-                alpha: float = 0.05) -> tuple[float, float, float]:
-    """(AUC, lower, upper): sklearn's AUC and a percentile interval from a class-stratified case bootstrap."""
+                alpha: float = 0.05, groups: ArrayLike | None = None) -> tuple[float, float, float]:
+    """(AUC, lower, upper): sklearn's AUC and a percentile interval from a class-stratified case bootstrap, or from
+    a patient bootstrap when `groups` gives each case's patient (findings of one patient are not independent)."""
     y, s = binary_scores(labels, scores)
-    pos, neg = stratified_bootstrap(y, n_boot, seed)
-    lo, hi = percentile_ci(rank_auc(s[pos], s[neg]), alpha)
+    lo, hi = percentile_ci(bootstrap_aucs(y, [s], n_boot, seed, groups)[:, 0], alpha)
     return float(roc_auc_score(y, s)), lo, hi
 
 

@@ -21,11 +21,13 @@ from xtlunet.evaluation.statistics import bootstrap_auc_diff_ci, bootstrap_mean_
 from xtlunet.evaluation.tables import markdown_table, write_csv
 from xtlunet.evaluation.summary import CaseScores, FindingScores, ValidationSummary
 from xtlunet.paths import NUM_FOLDS, model_folders, results_root
+from xtlunet.plans import Plans
 from xtlunet.utils.atomic import atomic_path, read_json, write_text
 
 NAN = float("nan")
-ARM_COLUMNS = {"segmentation": ("arm", "n", "mean_dice", "sd_dice", "median_dice", "lesion_f1"),
-               "classification": ("arm", "n", "n_positive", "auc", "ci_low", "ci_high")}
+ARM_COLUMNS = {"segmentation": ("arm", "n", "mean_dice", "sd_dice", "median_dice", "lesion_f1", "chain"),
+               "classification": ("arm", "n", "n_positive", "auc", "ci_low", "ci_high", "chain")}
+DESIGN_FIELDS = ("architecture", "patch_size", "spacing", "batch_size", "normalization")
 PAIR_COLUMNS = {"segmentation": ("arm", "vs", "n", "mean_diff", "ci_low", "ci_high", "p_wilcoxon"),
                 "classification": ("arm", "vs", "n", "auc_diff", "ci_low", "ci_high", "z_delong", "p_delong")}
 
@@ -75,8 +77,12 @@ def compare_segmentation(dice: Mapping[str, Mapping[str, float]], lesions: Mappi
 
 
 def compare_classification(labels: Mapping[str, int], scores_by_arm: Mapping[str, Mapping[str, float]],
-                           n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """Per arm AUC with a bootstrap CI; per pair the AUC difference, its paired bootstrap CI, DeLong z and p."""
+                           n_boot: int = 2000, seed: int = 0, patients: Mapping[str, str] | None = None
+                           ) -> dict[str, Any]:
+    """Per arm AUC with a bootstrap CI; per pair the AUC difference, its paired bootstrap CI, DeLong z and p.
+
+    With `patients` (finding key → patient id) the bootstraps resample patients, not findings.
+    """
     _two_arms(list(scores_by_arm))
     keys = same_keys(scores_by_arm, "findings", "evaluate every arm on the same findings")
     unlabelled = [k for k in keys if k not in labels]
@@ -84,18 +90,20 @@ def compare_classification(labels: Mapping[str, int], scores_by_arm: Mapping[str
         raise XtlunetError(f"no label for {len(unlabelled)} finding(s): {few(unlabelled)}",
                            fix="give a 0/1 label for every scored finding")
     y = np.array([labels[k] for k in keys])
+    groups = [patients.get(k, k) for k in keys] if patients else None
     s = {arm: np.array([sc[k] for k in keys], dtype=np.float64) for arm, sc in scores_by_arm.items()}
     arms = []
     for arm, v in s.items():
-        auc, lo, hi = auc_with_ci(y, v, n_boot, seed)
+        auc, lo, hi = auc_with_ci(y, v, n_boot, seed, groups=groups)
         arms.append({"arm": arm, "n": int(y.size), "n_positive": int(y.sum()), "auc": auc, "ci_low": lo, "ci_high": hi})
     pairs = []
     for a, b in itertools.combinations(s, 2):
         d = delong_test(y, s[a], s[b])
-        diff, lo, hi = bootstrap_auc_diff_ci(y, s[a], s[b], n_boot, seed)
+        diff, lo, hi = bootstrap_auc_diff_ci(y, s[a], s[b], n_boot, seed, groups=groups)
         pairs.append({"arm": a, "vs": b, "n": int(y.size), "auc_diff": diff, "ci_low": lo, "ci_high": hi,
                       "z_delong": d["z"], "p_delong": d["p"]})
-    return {"task": "classification", "n": int(y.size), "keys": keys, "arms": arms, "pairs": pairs}
+    return {"task": "classification", "n": int(y.size), "keys": keys, "arms": arms, "pairs": pairs,
+            "bootstrap": "patients" if groups else "findings"}
 
 
 def resolve_arm(results: Path, dataset_name: str, configuration: str, arm: str) -> Path:
@@ -217,8 +225,10 @@ def comparison_markdown(result: Mapping[str, Any]) -> str:
         f"# {result['dataset']} {result['configuration']}: {' vs '.join(a['arm'] for a in result['arms'])}", "",
         f"Cross-validation {metric}: {counts}.", "",
         "Model folders: " + ", ".join(f"{a} = `{f}`" for a, f in result["arm_folders"].items()) + ".", "",
+        *[f"**Note: {n}.**\n" for n in result.get("notes", [])],
         "## Per arm", "", markdown_table(result["arms"], ARM_COLUMNS[task]),
-        "## Pairs (arm − vs, 95 % bootstrap CI)", "", markdown_table(result["pairs"], PAIR_COLUMNS[task])])
+        f"## Pairs (arm − vs, 95 % bootstrap CI over {result.get('bootstrap', 'cases')})", "",
+        markdown_table(result["pairs"], PAIR_COLUMNS[task])])
 
 
 def comparison_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -248,21 +258,57 @@ def _classification_arms(items: Mapping[str, Mapping[str, FindingScores]], pos: 
             raise XtlunetError(f"arms {first} and {arm} disagree on the label of {few(differ)}",
                                fix="compare arms trained on the same findings.csv")
     scores = {arm: {k: float(f.probabilities[pos]) for k, f in it.items()} for arm, it in items.items()}
-    result = compare_classification(ref, scores, n_boot, seed)
+    patients = {k: f.patient_id or f.case_id for k, f in next(iter(items.values())).items()}
+    result = compare_classification(ref, scores, n_boot, seed, patients)
     keys = result["keys"]
     roc_png([ref[k] for k in keys], {a: [s[k] for k in keys] for a, s in scores.items()}, png,
             f"{title} (class {pos} vs rest)")
     return {**result, "positive_class": pos}
 
 
+def arm_design(folder: Path, configuration: str) -> tuple[str, Plans]:
+    """(design identity, plans) of a model folder's configuration, from the plans.json training wrote there."""
+    plans = Plans.load(folder / "plans.json")
+    return plans.design_identity(configuration), plans
+
+
+def check_same_design(folders: Mapping[str, Path], configuration: str, allow: bool = False) -> list[str]:
+    """Refuse arms trained on different plans (network, patch, spacing, …): their difference would confound the
+    comparison. With `allow`, the differences come back as notes for the report instead."""
+    designs = {arm: arm_design(f, configuration) for arm, f in folders.items()}
+    (first, (ref_id, ref)), *rest = designs.items()
+    notes = []
+    for arm, (ident, plans) in rest:
+        if ident == ref_id:
+            continue
+        a, b = ref.configuration(configuration), plans.configuration(configuration)
+        what = [k for k in DESIGN_FIELDS if getattr(a, k) != getattr(b, k)] or ["preprocessing or labels"]
+        text = (f"arms {first} and {arm} were trained on different plans ({ref.plans_name} vs {plans.plans_name}: "
+                f"{', '.join(what)} differ)")
+        if not allow:
+            raise XtlunetError(text, fix="train every arm on one plan (-p PLANS for each, e.g. the XTL plan), or pass "
+                                         "--allow-different-plans to compare anyway with a note in the report")
+        notes.append(text + "; the comparison measures the plans' difference too")
+    return notes
+
+
+def arm_chain(folder: Path, folds: Sequence[int]) -> str:
+    """The weights' history of an arm, from its first fold's transfer report ('random' without one)."""
+    report = folder / f"fold_{folds[0]}" / "transfer_report.json" if folds else None
+    if report is None or not report.is_file():
+        return "random"
+    return " → ".join(read_json(report).get("chain", [])) or "unrecorded"
+
+
 def compare_arms(dataset: str | int, configuration: str, arms: Sequence[str], folds: Sequence[int] | None = None,
                  out_dir: str | Path | None = None, n_boot: int = 2000, seed: int = 0,
-                 positive_class: str | None = None) -> dict[str, Any]:
+                 positive_class: str | None = None, allow_different_plans: bool = False) -> dict[str, Any]:
     """Compare arms on their cross-validation results; write comparison.md/.csv/.png and return the result."""
     _two_arms(arms)
     results = results_root()
     name = find_dataset(dataset, results).name
     folders = {arm: resolve_arm(results, name, configuration, arm) for arm in arms}
+    notes = check_same_design(folders, configuration, allow_different_plans)
     used, summaries = load_fold_summaries(folders, folds)
     task = _task_of(summaries)
     _check_splits(task, used, summaries)
@@ -275,7 +321,9 @@ def compare_arms(dataset: str | int, configuration: str, arms: Sequence[str], fo
         classes = next(iter(summaries[arms[0]].values())).classes
         pos = _positive_index(positive_class, items[arms[0]], classes)
         result = _classification_arms(items, pos, n_boot, seed, outputs[2], f"{name} {configuration}")
-    result.update(dataset=name, configuration=configuration, folds=used,
+    for row in result["arms"]:
+        row["chain"] = arm_chain(folders[row["arm"]], used)
+    result.update(dataset=name, configuration=configuration, folds=used, notes=notes,
                   arm_folders={a: f.name for a, f in folders.items()})
     write_text(outputs[0], comparison_markdown(result))
     write_csv(comparison_rows(result), outputs[1])

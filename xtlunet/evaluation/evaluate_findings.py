@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from xtlunet.dataset.findings import read_findings
+from xtlunet.dataset.findings import Finding, read_findings
 from xtlunet.errors import XtlunetError
 from xtlunet.evaluation.classification_metrics import auc_with_ci, roc_png, youden_point
 from xtlunet.evaluation.compare import few
@@ -76,8 +76,8 @@ def _class_columns(names: list[str], classes: Mapping[str, int] | None, path: Pa
 
 
 def match_findings(reference: Path, predictions: Path, classes: Mapping[str, int] | None = None,
-                   ) -> tuple[dict[str, int], np.ndarray, np.ndarray, list[str]]:
-    """(classes, labels (N,), probabilities (N, K) by class value, keys) of the reference findings, in its order."""
+                   ) -> tuple[dict[str, int], np.ndarray, np.ndarray, list[Finding]]:
+    """(classes, labels (N,), probabilities (N, K) by class value, the findings) of the reference, in its order."""
     names, probs = read_predictions(predictions)
     classes = _class_columns(names, classes, predictions)
     column = {v: names.index(n) if n in names else names.index(str(v)) for n, v in classes.items()}
@@ -92,18 +92,19 @@ def match_findings(reference: Path, predictions: Path, classes: Mapping[str, int
         raise XtlunetError(f"{len(unknown)} predicted finding(s) are not in the reference: {few(unknown)}",
                            path=reference, fix="evaluate against the findings.csv the predictions were made for")
     p = np.array([[probs[k][column[v]] for v in range(len(classes))] for k in keys], dtype=np.float64)
-    return classes, np.array([f.label for f in findings]), p, keys
+    return classes, np.array([f.label for f in findings]), p, findings
 
 
 def class_rows(labels: np.ndarray, probs: np.ndarray, names: list[str], n_boot: int = 2000,
-               seed: int = 0) -> list[dict[str, Any]]:
-    """One row for class 1 (binary) or one one-vs-rest row per class: AUC with CI and the Youden point."""
+               seed: int = 0, patients: list[str] | None = None) -> list[dict[str, Any]]:
+    """One row for class 1 (binary) or one one-vs-rest row per class: AUC with CI (patient bootstrap when patient
+    ids are given) and the Youden point."""
     rows = []
     for k in ([1] if len(names) == 2 else range(len(names))):
         y = (labels == k).astype(np.int64)
         row: dict[str, Any] = {"class": names[k], "value": k, "n": int(y.size), "n_positive": int(y.sum())}
         if len(names) == 2 or 0 < y.sum() < y.size:  # binary: a one-class reference is an error, not a NaN
-            auc, lo, hi = auc_with_ci(y, probs[:, k], n_boot, seed)
+            auc, lo, hi = auc_with_ci(y, probs[:, k], n_boot, seed, groups=patients)
             thr, sens, spec = youden_point(y, probs[:, k])
             row.update(auc=auc, ci_low=lo, ci_high=hi, threshold=thr, sensitivity=sens, specificity=spec)
         else:
@@ -116,9 +117,9 @@ def evaluate_findings(reference: str | Path, predictions: str | Path, classes: M
                       out_dir: str | Path | None = None, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Score predictions against labelled findings; write summary.json, evaluation.csv and ROC PNGs to out_dir."""
     pred_file = predictions_file(predictions)
-    classes, labels, probs, keys = match_findings(Path(reference), pred_file, classes)
+    classes, labels, probs, findings = match_findings(Path(reference), pred_file, classes)
     names = [n for n, _ in sorted(classes.items(), key=lambda kv: kv[1])]
-    rows = class_rows(labels, probs, names, n_boot, seed)
+    rows = class_rows(labels, probs, names, n_boot, seed, [f.patient_id for f in findings])
     out = Path(out_dir) if out_dir else pred_file.parent
     outputs = [write_csv(rows, out / "evaluation.csv", ROW_COLUMNS)]
     for row in rows:
@@ -127,7 +128,8 @@ def evaluate_findings(reference: str | Path, predictions: str | Path, classes: M
             png = out / ("roc.png" if len(names) == 2 else f"roc_{row['class']}.png")
             rest = names[0] if len(names) == 2 else "rest"
             outputs.append(roc_png(y, {f"{row['class']} vs {rest}": probs[:, row["value"]]}, png))
-    scored = [FindingScores(*k.partition("/")[::2], int(y), [float(v) for v in p]) for k, y, p in zip(keys, labels, probs)]
+    scored = [FindingScores(f.case_id, f.finding_id, int(f.label), [float(v) for v in p], f.patient_id)
+              for f, p in zip(findings, probs)]
     result = ValidationSummary(task="classification", classes=dict(classes), findings=scored,
                                source={"reference": str(reference), "predictions": str(pred_file)},
                                extra={"per_class": rows, "outputs": [str(p) for p in outputs] + [str(out / "summary.json")]})

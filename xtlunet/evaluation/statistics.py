@@ -6,7 +6,8 @@
   differences follow `zero_method` (default 'wilcox': dropped before ranking, as in Wilcoxon's original
   test); when every difference is zero the result is statistic 0.0, p 1.0.
 - ``bootstrap_*``: percentile intervals from resampling cases with replacement, the same cases for both
-  arms; the AUC bootstrap resamples positives and negatives separately (stratified).
+  arms; the AUC bootstrap resamples positives and negatives separately (stratified), or whole patients when
+  patient ids are given (several findings of one patient are not independent).
 """
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from scipy.stats import norm, wilcoxon
 from sklearn.metrics import roc_auc_score
 
 from xtlunet.errors import XtlunetError
-from xtlunet.evaluation._scores import (ArrayLike, binary_scores, case_bootstrap, midrank, paired_finite,
-                                        percentile_ci, rank_auc, stratified_bootstrap)
+from xtlunet.evaluation._scores import (ArrayLike, binary_scores, bootstrap_aucs, case_bootstrap, midrank,
+                                        paired_finite, percentile_ci)
 
 
 def delong_components(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -76,9 +77,11 @@ def bootstrap_mean_diff_ci(a: ArrayLike, b: ArrayLike, n_boot: int = 2000, seed:
 
 
 def bootstrap_auc_diff_ci(labels: ArrayLike, scores_a: ArrayLike, scores_b: ArrayLike, n_boot: int = 2000,
-                          seed: int = 0, alpha: float = 0.05) -> tuple[float, float, float]:
-    """(AUC(a) − AUC(b), lower, upper) with a class-stratified bootstrap of cases shared by both arms."""
+                          seed: int = 0, alpha: float = 0.05,
+                          groups: ArrayLike | None = None) -> tuple[float, float, float]:
+    """(AUC(a) − AUC(b), lower, upper) with a class-stratified bootstrap of cases shared by both arms, or a patient
+    bootstrap when `groups` gives each case's patient."""
     y, sa, sb = binary_scores(labels, scores_a, scores_b)
-    pos, neg = stratified_bootstrap(y, n_boot, seed)
-    lo, hi = percentile_ci(rank_auc(sa[pos], sa[neg]) - rank_auc(sb[pos], sb[neg]), alpha)
+    reps = bootstrap_aucs(y, [sa, sb], n_boot, seed, groups)
+    lo, hi = percentile_ci(reps[:, 0] - reps[:, 1], alpha)
     return float(roc_auc_score(y, sa) - roc_auc_score(y, sb)), lo, hi

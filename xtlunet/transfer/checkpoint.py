@@ -53,3 +53,18 @@ def file_digest(path: str | Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()[:16]
+
+
+NO_INIT = "none"
+
+
+def chain_step(kind: str, path: str | Path) -> str:
+    """One step of a weights' history: 'imagenet:<sha>' for natural-image weights, 'mammograms:<sha>' for a
+    pretrain-2d checkpoint (the sha being file_digest of the file)."""
+    return f"{kind}:{file_digest(path)}"
+
+
+def init_chain(meta: dict[str, Any]) -> list[str]:
+    """The history a pretrain-2d checkpoint records (its --init weights, or 'none'), without the checkpoint itself."""
+    recorded = (meta.get("provenance") or {}).get("init_chain")
+    return [str(v) for v in recorded] if isinstance(recorded, (list, tuple)) and recorded else [NO_INIT]

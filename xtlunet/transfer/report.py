@@ -56,6 +56,7 @@ class TransferReport:
     coverage: dict[str, float] = field(default_factory=dict)
     parameters: dict[str, list[int]] = field(default_factory=dict)   # group → [from source, total]
     seconds: float = 0.0
+    chain: list[str] = field(default_factory=list)   # the weights' history, first step first (see init_chain)
 
     def compute_coverage(self) -> None:
         """Fill `coverage` and `parameters`: fraction of target parameters (not buffers) from the source."""
@@ -91,8 +92,9 @@ class TransferReport:
         c = self.counts()
         statuses = ", ".join(f"{c[s]} {s}" for s in STATUSES)
         n = len(self.unused)
+        chain = f"; chain {' → '.join(self.chain)}" if self.chain else ""
         return (f"transfer {self.mode}: {', '.join(groups)}; {statuses}; "
-                f"{n} unused source key{'' if n == 1 else 's'}")
+                f"{n} unused source key{'' if n == 1 else 's'}{chain}")
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -106,7 +108,7 @@ class TransferReport:
                    unused=[UnusedKey(**u) for u in d.get("unused", [])],
                    coverage=dict(d.get("coverage", {})),
                    parameters={k: list(v) for k, v in d.get("parameters", {}).items()},
-                   seconds=float(d.get("seconds", 0.0)))
+                   seconds=float(d.get("seconds", 0.0)), chain=list(d.get("chain", [])))
 
     def save(self, path: str | Path) -> None:
         """Write the report as JSON atomically (transfer_report.json next to the checkpoint)."""
