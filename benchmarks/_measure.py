@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import shutil
 import resource
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -225,18 +227,35 @@ def run_measured(cmd: Sequence[str], env: Mapping[str, str] | None, *, cwd: str 
                        poller.cpu_s, children_cpu_s() - cpu_before, machine_cpu)
 
 
-def add_common_arguments(p: argparse.ArgumentParser, venv: Path, busy_fraction: float, what: str) -> None:
-    """Options every nnU-Net side-by-side script shares: venv, work folder, idle wait, timeout, JSON, driver."""
+def run_or_exit(cmd: Sequence[str], env: Mapping[str, str] | None, what: str, *, cwd: str | Path | None = None,
+                timeout_s: float | None = None, tail_lines: int = 60) -> Measurement:
+    """run_measured; when the command fails (non-zero exit, timeout) exit with it and the tail of its output."""
+    m = run_measured([str(c) for c in cmd], env, cwd=cwd, timeout_s=timeout_s, tail_lines=tail_lines)
+    if m.returncode != 0:
+        print(f"\n{what} failed (exit {m.returncode}): {' '.join(map(str, cmd))}\nlast output:\n{m.output_tail}",
+              file=sys.stderr, flush=True)
+        sys.exit(1)
+    return m
+
+
+def add_common_arguments(p: argparse.ArgumentParser, venv: Path, busy_fraction: float, what: str | None, *,
+                         wait_idle_s: float = 120.0, timeout_s: float = 1800.0) -> None:
+    """Options every nnU-Net side-by-side script shares: venv, work folder, idle wait, timeout, JSON, driver.
+
+    The hidden `--_driver WHAT SPEC` option is added unless `what` is None (a script without a driver).
+    """
     p.add_argument("--nnunet-venv", type=Path, default=venv,
                    help="virtual environment with nnU-Net v2, created when missing (benchmarks/.venv-nnunet)")
     p.add_argument("--work", type=Path, default=None, help="work folder (kept); default: a temporary folder")
     p.add_argument("--keep", action="store_true", help="keep the temporary work folder")
-    p.add_argument("--wait-idle", type=float, default=120.0, metavar="SECONDS",
+    p.add_argument("--wait-idle", type=float, default=wait_idle_s, metavar="SECONDS",
                    help=f"before each timed run wait up to this long for an idle machine (< {busy_fraction:g} "
-                        "cores busy over 2 s); 0: do not wait (120)")
-    p.add_argument("--timeout", type=float, default=1800.0, help="seconds before a command is killed (1800)")
+                        f"cores busy over 2 s); 0: do not wait ({wait_idle_s:g})")
+    p.add_argument("--timeout", type=float, default=timeout_s,
+                   help=f"seconds before a command is killed ({timeout_s:g})")
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
-    p.add_argument("--_driver", nargs=2, metavar=(what, "SPEC"), help=argparse.SUPPRESS)
+    if what is not None:
+        p.add_argument("--_driver", nargs=2, metavar=(what, "SPEC"), help=argparse.SUPPRESS)
 
 
 def parse_patch(p: argparse.ArgumentParser, patch: list[str]) -> list[int] | None:
@@ -250,6 +269,11 @@ def parse_patch(p: argparse.ArgumentParser, patch: list[str]) -> list[int] | Non
     if len(out) != 3 or min(out) < 1:
         p.error("--patch takes three positive integers (z y x, in the plan's transposed axis order)")
     return out
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU count, Python version and platform of this machine, for a results document."""
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
 
 
 def write_results(path: Path, doc: Mapping[str, Any]) -> None:
