@@ -43,10 +43,11 @@ class DefaultPlanner:
 
     plans_name = DEFAULT_PLANS
     budget_voxels = {2: 2048.0 ** 2, 3: 256.0 ** 3}
-    max_stages = {2: 7, 3: 6}
+    max_stages: dict[int, int | None] = {2: None, 3: None}   # None: as nnU-Net, pool until the min edge
     max_width = {2: 512, 3: 320}
     norm = "instance"
-    max_batch = {"segmentation": 64, "classification": 32}
+    # None: as nnU-Net, the batch is capped by the memory and by batch_size_cap (5 % of the dataset) only
+    max_batch: dict[str, int | None] = {"segmentation": None, "classification": 32}
 
     def __init__(self, spec: DatasetSpec, fingerprint: Fingerprint, gpu_memory_gb: float = 8.0,
                  plans_name: str | None = None) -> None:
@@ -87,11 +88,19 @@ class DefaultPlanner:
                 raise XtlunetError(f"no patch fits {self.budget / GB:.3g} GB (smallest needs {mem / GB:.3g} GB)",
                                    fix="raise --gpu-memory-gb")
             patch = smaller
-        batch = 2
-        cap = min(batch_cap, self.max_batch[task])
-        while batch < cap and self.memory(arch, patch, batch + 1, task) <= self.budget:
-            batch += 1
+        batch = self.largest_batch(arch, patch, task, min(batch_cap, self.max_batch[task] or batch_cap))
         return Topology(patch, arch, batch, self.memory(arch, patch, batch, task))
+
+    def largest_batch(self, arch: ArchitectureDescription, patch: list[int], task: str, cap: int) -> int:
+        """The largest batch in [2, cap] whose memory fits the budget (2 fits; memory grows with the batch)."""
+        low, high = 2, max(2, cap)
+        while low < high:
+            mid = (low + high + 1) // 2
+            if self.memory(arch, patch, mid, task) <= self.budget:
+                low = mid
+            else:
+                high = mid - 1
+        return low
 
     # ---- configurations ----
     def _configuration(self, name: str, spacing: list[float], shape: list[int], topo: Topology, task: str,
@@ -110,7 +119,7 @@ class DefaultPlanner:
     def plan(self, configurations: list[str] | None = None) -> Plans:
         """Plan all configurations that apply to this dataset (or only those asked for)."""
         fp = self.fp
-        raw_target = rules.target_spacing(fp.spacings)
+        raw_target = rules.target_spacing(fp.spacings, fp.shapes_after_crop)
         order = rules.transpose_forward(raw_target) if fp.dim == 3 else list(range(fp.dim))
         spacings = fp.spacings[:, order]
         shapes = fp.shapes_after_crop[:, order]
@@ -126,16 +135,28 @@ class DefaultPlanner:
         if not confs:
             raise XtlunetError(f"none of the configurations {wanted} applies to {self.spec.name}",
                                fix=f"use one of: {', '.join(self.default_configurations())}")
+        self._choose_batch_dice(confs, target, full_shape, n)
         return Plans(plans_name=self.plans_name, dataset_name=self.spec.name, planner=type(self).__name__,
                      task=self.task, channel_names={str(k): v for k, v in self.spec.channel_names.items()},
                      labels=dict(self.spec.labels), classes=dict(self.spec.classes), transpose_forward=order,
                      foreground_intensity_properties=fp.intensity, configurations=confs)
 
+    def _choose_batch_dice(self, confs: dict[str, ConfigurationPlan], target: list[float], shape: list[int],
+                           n: int) -> None:
+        """nnU-Net's Dice choice: per sample for 3d_lowres and for a 3d_fullres that has no 3d_lowres beside it
+        (whether or not 3d_lowres was asked for), batch Dice otherwise."""
+        if "3d_lowres" in confs:
+            confs["3d_lowres"].batch_dice = False
+        full = confs.get("3d_fullres")
+        if full is not None:
+            lowres = confs.get("3d_lowres") or self._plan_lowres(target, shape, full, n)
+            full.batch_dice = lowres is not None
+
     def default_configurations(self) -> list[str]:
-        """The configurations planned when none is asked for."""
+        """The configurations planned when none is asked for (3D classification: 3d_roi, its ROIs being 3D)."""
         if self.fp.dim == 2:
             return ["2d"]
-        return ["2d", "3d_roi"] if self.task == "classification" else ["2d", "3d_fullres", "3d_lowres"]
+        return ["3d_roi"] if self.task == "classification" else ["2d", "3d_fullres", "3d_lowres"]
 
     def _plan_one(self, name: str, target: list[float], shape: list[int], n: int,
                   done: dict[str, ConfigurationPlan]) -> ConfigurationPlan | None:
@@ -143,6 +164,9 @@ class DefaultPlanner:
         from xtlunet.errors import look_up_option
 
         look_up_option(name, ["2d", "3d_fullres", "3d_lowres", "3d_roi"], "configuration")
+        if name == "2d" and self.fp.dim == 3 and self.task == "classification":
+            raise XtlunetError(f"configuration '2d' is not planned for {self.spec.name}: its findings are classified "
+                               "from 3D regions of interest", fix="use -c 3d_roi")
         if name == "2d":
             sp, sh = (target, shape) if self.fp.dim == 2 else (target[1:], shape[1:])
             task = self.task
@@ -155,7 +179,7 @@ class DefaultPlanner:
             return self._plan_roi(target, shape)
         if self.task == "classification":
             raise XtlunetError(f"configuration '{name}' is for segmentation; {self.spec.name} is a classification dataset",
-                               fix="use -c 3d_roi (or 2d)")
+                               fix="use -c 3d_roi")
         full_patch = rules.initial_patch_size(target, shape, self.budget_voxels[3])
         full = done.get("3d_fullres") or self._configuration(
             "3d_fullres", target, shape, self.fit(target, shape, full_patch, "segmentation",

@@ -9,20 +9,30 @@ import numpy as np
 from xtlunet.plans import ANISOTROPY_THRESHOLD
 
 MIN_EDGE = 4            # smallest bottleneck edge (voxels)
-MIN_POOL_SIZE = 8       # an axis is pooled only while its feature map is at least this big
 BASE_WIDTH = 32
 
 
-def target_spacing(spacings: np.ndarray, threshold: float = ANISOTROPY_THRESHOLD) -> list[float]:
-    """Median spacing; an axis > threshold× coarser than the others takes its 10th percentile (never finer than them)."""
+def target_spacing(spacings: np.ndarray, shapes: np.ndarray, threshold: float = ANISOTROPY_THRESHOLD) -> list[float]:
+    """Median spacing, except on a coarse axis of thick slices, which takes its 10th percentile (nnU-Net's rule).
+
+    The coarse axis (largest median spacing) takes the 10th percentile of its spacings only when both
+    (1) its median spacing is > threshold× the others' and (2) its median size in voxels (`shapes`:
+    the cases' shapes after cropping) is < 1/threshold of the others'. The result is never finer than
+    the other axes: it is clamped to just above (+1e-5, so the axis stays the coarsest) their largest.
+    """
     spacings = np.asarray(spacings, dtype=float)
     target = np.median(spacings, axis=0)
     if target.size < 2:
         return target.tolist()
+    sizes = np.median(np.asarray(shapes, dtype=float), axis=0)
     worst = int(np.argmax(target))
-    others = np.delete(target, worst)
-    if target[worst] > threshold * others.max():
-        target[worst] = max(float(np.percentile(spacings[:, worst], 10)), float(others.max()))
+    others = [a for a in range(target.size) if a != worst]
+    aniso_spacing = target[worst] > threshold * target[others].max()
+    aniso_voxels = sizes[worst] * threshold < sizes[others].min()
+    if aniso_spacing and aniso_voxels:
+        tenth = float(np.percentile(spacings[:, worst], 10))
+        finest_allowed = float(target[others].max())
+        target[worst] = tenth if tenth >= finest_allowed else finest_allowed + 1e-5
     return [float(v) for v in target]
 
 
@@ -48,30 +58,42 @@ def initial_patch_size(spacing: Sequence[float], shape: Sequence[int], budget_vo
     return [int(max(1, min(round(p), s))) for p, s in zip(patch, shape)]
 
 
-def conv_kernel(spacing: Sequence[float], threshold: float = 2.0) -> list[int]:
-    """Kernel 3 on an axis whose spacing is < threshold× the finest, 1 on an axis still much coarser."""
+def conv_kernel(spacing: Sequence[float], previous: Sequence[int] | None = None, threshold: float = 2.0) -> list[int]:
+    """Kernel 3 on an axis whose spacing is < threshold× the finest or whose previous stage had 3; else 1."""
     finest = min(spacing)
-    return [3 if s / finest < threshold else 1 for s in spacing]
+    previous = previous or [1] * len(spacing)
+    return [3 if k == 3 or s / finest < threshold else 1 for s, k in zip(spacing, previous)]
 
 
-def pooling_plan(spacing: Sequence[float], patch: Sequence[int], max_stages: int,
+def pooling_plan(spacing: Sequence[float], patch: Sequence[int], max_stages: int | None = None,
                  min_edge: int = MIN_EDGE) -> tuple[list[list[int]], list[list[int]]]:
-    """Per-stage strides and kernels: pool an axis while its map is ≥ 2·min_edge and its spacing < 2× the finest such axis."""
-    cur_sp = np.asarray(spacing, float).copy()
-    cur_sz = np.asarray(patch, float).copy()
-    strides = [[1] * len(cur_sp)]
-    kernels = [conv_kernel(cur_sp)]
-    while len(strides) < max_stages:
-        big = cur_sz >= 2 * min_edge
-        if not big.any():
+    """Per-stage strides and kernels, as nnU-Net's get_pool_and_conv_props.
+
+    Each step pools the axes whose map is ≥ 2·min_edge and whose spacing is < 2× the finest of those
+    (a lone such axis only while its map is ≥ 3·min_edge); stages continue until no axis can pool (or
+    `max_stages`, None: no cap). A stage's kernel is 3 on an axis once its spacing at that stage is
+    within 2× of the finest (`conv_kernel`) and stays 3 in later stages; the bottleneck is all 3s.
+    """
+    cur_sp = [float(s) for s in spacing]
+    cur_sz = [float(p) for p in patch]
+    dim = len(cur_sp)
+    strides, kernels = [[1] * dim], []
+    kernel = [1] * dim
+    while max_stages is None or len(strides) < max_stages:
+        big = [a for a in range(dim) if cur_sz[a] >= 2 * min_edge]
+        if not big:
             break
-        finest = cur_sp[big].min()          # among the axes still large enough to pool
-        pool = big & (cur_sp / finest < 2)
-        stride = [2 if p else 1 for p in pool]
-        cur_sp = cur_sp * np.asarray(stride)
-        cur_sz = cur_sz / np.asarray(stride)
-        strides.append(stride)
-        kernels.append(conv_kernel(cur_sp))
+        finest = min(cur_sp[a] for a in big)
+        pool = [a for a in big if cur_sp[a] / finest < 2]
+        if len(pool) == 1 and cur_sz[pool[0]] < 3 * min_edge:
+            break
+        kernel = conv_kernel(cur_sp, kernel)
+        kernels.append(kernel)
+        for a in pool:
+            cur_sp[a] *= 2
+            cur_sz[a] = math.ceil(cur_sz[a] / 2)
+        strides.append([2 if a in pool else 1 for a in range(dim)])
+    kernels.append([3] * dim)
     return strides, kernels
 
 

@@ -7,8 +7,8 @@ bash scripts/setup_env.sh
 . .venv/bin/activate
 DEMO=${XTLUNET_DEMO_DIR:-$PWD/xtlunet_demo}
 export XTLUNET_raw=$DEMO/raw XTLUNET_preprocessed=$DEMO/preprocessed XTLUNET_results=$DEMO/results
-BUDGET=${XTLUNET_DEMO_GPU_GB:-0.2}            # real plans use the memory of the user's GPU (default 8 GB)
-XTL_BUDGET=${XTLUNET_DEMO_XTL_GPU_GB:-0.4}    # the mammogram encoder's widths (up to 512) need a little more
+BUDGET=${XTLUNET_DEMO_GPU_GB:-0.15}            # real plans use the memory of the user's GPU (default 8 GB)
+XTL_BUDGET=${XTLUNET_DEMO_XTL_GPU_GB:-0.37}    # the mammogram encoder's widths (up to 512) need a little more
 EPOCHS=${XTLUNET_DEMO_EPOCHS:-2}
 ITERS=${XTLUNET_DEMO_ITERS:-4}
 SHORT=(--epochs "$EPOCHS" --iters-per-epoch "$ITERS" --val-iters 2 --val-no-tta --device cpu)

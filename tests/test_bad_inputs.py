@@ -24,7 +24,7 @@ from tests.bad_inputs_helpers import (BRAIN, PROSTATE, Env, NotAWeight, edit_jso
                                       write_csv)
 from xtlunet.cli import main
 
-BUDGET = ["--gpu-memory-gb", "0.05"]
+BUDGET = ["--gpu-memory-gb", "0.04"]
 VERIFY_BRAIN = ["plan-and-preprocess", "-d", "501", "--verify", *BUDGET]
 VERIFY_PROSTATE = ["plan-and-preprocess", "-d", "502", "--verify", *BUDGET]
 TRAIN = ["--epochs", "1", "--iters-per-epoch", "1", "--val-iters", "1", "--device", "cpu", "--no-final-validation"]

@@ -80,7 +80,7 @@ def test_sigkill_during_preprocessing_then_rerun(tmp_path, monkeypatch, capsys):
         return [p for p in folder.glob("brainms_*.json")] if folder.is_dir() else []
 
     proc = subprocess.Popen(xtlunet_cmd("-q", "plan-and-preprocess", "-d", "501", "-c", "3d_fullres", "-np", "1",
-                                        "--gpu-memory-gb", "0.05"),
+                                        "--gpu-memory-gb", "0.04"),
                             env=cli_env(roots), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     kill_when(proc, lambda: len(committed()) >= 2, "plan-and-preprocess")
     done = {p.name: p.stat().st_mtime_ns for p in committed()}
@@ -90,7 +90,7 @@ def test_sigkill_during_preprocessing_then_rerun(tmp_path, monkeypatch, capsys):
     stale = plant_partial(folder, "brainms_0011.npy")
 
     set_roots(monkeypatch, roots["raw"], roots["preprocessed"], roots["results"])
-    assert main(["plan-and-preprocess", "-d", "501", "-c", "3d_fullres", "-np", "1", "--gpu-memory-gb", "0.05"]) == 0
+    assert main(["plan-and-preprocess", "-d", "501", "-c", "3d_fullres", "-np", "1", "--gpu-memory-gb", "0.04"]) == 0
     capsys.readouterr()
     assert not stale.exists() and not partial_files([roots["preprocessed"]])
     cases = sorted(p.name[:-5] for p in folder.glob("brainms_*.json"))
@@ -175,7 +175,7 @@ def test_truncated_case_array_is_named_before_workers_start(prepared_roots, tmp_
     folder = pre / BRAIN / "xtlunetPlans_3d_fullres"
     stamps = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.json") if p.name != "configuration.json"}
     out = subprocess.run(xtlunet_cmd("-q", "plan-and-preprocess", "-d", "501", "-c", "3d_fullres", "--gpu-memory-gb",
-                                     "0.05"), env=cli_env(roots), capture_output=True, text=True, timeout=120)
+                                     "0.04"), env=cli_env(roots), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert np.load(folder / f"{case}.npy").ndim == 4
     assert [n for n, t in stamps.items() if (folder / n).stat().st_mtime_ns != t] == [f"{case}.json"]

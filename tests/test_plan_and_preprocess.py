@@ -10,7 +10,7 @@ from xtlunet.cli import main
 from xtlunet.dataset.geometry import Geometry
 from xtlunet.plans import Plans
 
-BUDGET = ["--gpu-memory-gb", "0.25"]
+BUDGET = ["--gpu-memory-gb", "0.2"]
 
 
 def _error_lines(err: str) -> list[str]:
@@ -39,7 +39,9 @@ def test_brain_ms_plans_and_arrays(examples, capsys):
     assert full.spacing[0] == max(full.spacing)              # coarse axis first
     assert full.spacing[0] <= np.median(sp[:, 0]) + 1e-6
     assert all(p % s == 0 for p, s in zip(full.patch_size, full.network().total_stride()))
-    assert full.batch_size >= 2 and full.memory_estimate_gb <= 0.25
+    assert full.batch_size >= 2 and full.memory_estimate_gb <= 0.2
+    # nnU-Net's Dice choice: per sample for a 3d_fullres without 3d_lowres, batch Dice for 2d
+    assert full.batch_dice is ("3d_lowres" in plans.configurations) and plans.configuration("2d").batch_dice
     folder = pre / full.data_identifier
     for case in [c["case_id"] for c in fp["cases"]]:
         data = np.load(folder / f"{case}.npy", mmap_mode="r")
@@ -79,7 +81,9 @@ def test_prostate_roi_plan_and_findings(examples, capsys):
     plans = Plans.load(pre / "xtlunetPlans.json")
     roi = plans.configuration("3d_roi")
     assert roi.task == "classification" and roi.roi_mm and roi.num_outputs == 2
-    assert "3d_fullres" not in plans.configurations
+    assert set(plans.configurations) == {"3d_roi"}          # every planned configuration trains (no 2d for 3D ROIs)
+    code, _, err = _run(capsys, "plan-and-preprocess", "-d", "502", "-c", "2d", *BUDGET)
+    assert code == 2 and "'2d' is not planned for Dataset502_Prostate" in err and "use -c 3d_roi" in err
     folder = pre / roi.data_identifier
     n = 0
     for meta in folder.glob("prostate_*.json"):

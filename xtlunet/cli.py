@@ -5,9 +5,12 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from xtlunet.errors import XtlunetError
+
+if TYPE_CHECKING:
+    from xtlunet.training.run_spec import RunSpec
 
 log = logging.getLogger("xtlunet")
 Handler = Callable[[argparse.Namespace], None]
@@ -87,19 +90,73 @@ def _parse_fold(text: str) -> int | str:
 
 def _cmd_train(a: argparse.Namespace) -> None:
     """xtlunet train."""
-    from xtlunet.training.run_spec import RunSpec
+    import dataclasses
+
     from xtlunet.launch import train_fold
 
-    run = RunSpec(dataset=a.dataset, configuration=a.configuration, fold=_parse_fold(a.fold), plans_name=a.p,
-                  pretrained=Path(a.pretrained) if a.pretrained else None, transfer_mode=a.transfer_mode,
-                  epochs=a.epochs, iters_per_epoch=a.iters_per_epoch, val_iters=a.val_iters, save_every=a.save_every,
-                  continue_training=a.c, device=a.device, num_gpus=a.num_gpus, seed=a.seed, compile=a.compile,
-                  final_validation=not a.no_final_validation, validation_tta=not a.val_no_tta)
+    run = dataclasses.replace(_run_spec(a, a.dataset, a.configuration, _parse_fold(a.fold)), plans_name=a.p,
+                              pretrained=Path(a.pretrained) if a.pretrained else None, save_every=a.save_every,
+                              continue_training=a.c, compile=a.compile, final_validation=not a.no_final_validation)
     result = train_fold(a.tr, run)
     if result:
         from xtlunet.evaluation.summary import ValidationSummary
 
         print(f"fold {run.fold} of {a.tr}: {ValidationSummary.from_json(result).one_line()}")
+
+
+def _run_spec(a: argparse.Namespace, dataset: str, configuration: str, fold: int | str) -> RunSpec:
+    """The per-fold budget and options shared by `train` and `experiment`."""
+    from xtlunet.training.run_spec import RunSpec
+
+    return RunSpec(dataset=dataset, configuration=configuration, fold=fold, transfer_mode=a.transfer_mode,
+                   epochs=a.epochs, iters_per_epoch=a.iters_per_epoch, val_iters=a.val_iters, device=a.device,
+                   num_gpus=a.num_gpus, seed=a.seed, validation_tta=not a.val_no_tta)
+
+
+def _add_budget(p: argparse.ArgumentParser) -> None:
+    """The training budget and device options of `train` and `experiment`."""
+    p.add_argument("--transfer-mode", default="inflate", help="inflate | center | acs (2D→3D kernel conversion)")
+    p.add_argument("--epochs", type=int, default=1000)
+    p.add_argument("--iters-per-epoch", type=int, default=250)
+    p.add_argument("--val-iters", type=int, default=50, help="validation batches per epoch (segmentation)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--num-gpus", type=int, default=1, help="processes for DDP (gloo on CPU, nccl on CUDA)")
+    p.add_argument("--seed", type=int, default=12345)
+    p.add_argument("--val-no-tta", action="store_true", help="final validation without mirroring (2^dim× faster)")
+
+
+def _cmd_experiment(a: argparse.Namespace) -> None:
+    """xtlunet experiment."""
+    from xtlunet.experiment import ExperimentSpec, parse_folds, run_experiment
+
+    spec = ExperimentSpec(dataset=a.d, configuration=a.c, arms=a.arms,
+                          tl_weights=Path(a.tl_weights) if a.tl_weights else None,
+                          xtl_weights=Path(a.xtl_weights) if a.xtl_weights else None, folds=parse_folds(a.folds),
+                          gpu_memory_gb=a.gpu_memory_gb, plans_name=a.plans_name, num_workers=a.np,
+                          run=_run_spec(a, a.d, a.c, 0))
+    doc = run_experiment(spec)
+    for arm in doc["arms"]:
+        print(f"{arm['trainer']:<16} chain {arm['chain']}: " + "; ".join(
+            f"fold {k} {v['line']}" for k, v in arm["folds"].items()))
+    print("wrote " + ", ".join(doc["comparison"] or ["experiment record"]))
+
+
+def _add_experiment(sub: argparse._SubParsersAction) -> None:
+    """Arguments of `experiment`."""
+    p = sub.add_parser("experiment", help="the XTL protocol in one resumable command: one plan, every arm × fold, "
+                       "compare, experiment.json")
+    p.add_argument("-d", required=True, help="dataset id or name")
+    p.add_argument("-c", required=True, help="configuration (e.g. 3d_fullres, 3d_roi)")
+    p.add_argument("--arms", nargs="+", default=["ScratchTrainer", "TLTrainer", "XTLTrainer"],
+                   help="trainers to compare (default: ScratchTrainer TLTrainer XTLTrainer)")
+    p.add_argument("--tl-weights", default=None, help="natural-image 2D weights (torchvision state dict) for TL")
+    p.add_argument("--xtl-weights", default=None, help="pretrain-2d mammogram checkpoint for XTL (plans the network)")
+    p.add_argument("--folds", nargs="+", default=None, help="folds to run (default: all)")
+    p.add_argument("--gpu-memory-gb", type=float, default=8.0, help="GPU memory the plan must fit (default 8)")
+    p.add_argument("--plans-name", default=None, help="name of the shared plans (default from the planner)")
+    p.add_argument("-np", type=int, default=1, help="worker processes for preprocessing")
+    _add_budget(p)
+    p.set_defaults(func=_cmd_experiment)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -117,18 +174,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-p", default=DEFAULT_PLANS, help=f"plans name (default {DEFAULT_PLANS})")
     p.add_argument("--pretrained", default=None, help="2D weights for TL (torchvision) / XTL (pretrain-2d; default: "
                    "the checkpoint an XTL plan was made for)")
-    p.add_argument("--transfer-mode", default="inflate", help="inflate | center | acs (2D→3D kernel conversion)")
-    p.add_argument("--epochs", type=int, default=1000)
-    p.add_argument("--iters-per-epoch", type=int, default=250)
-    p.add_argument("--val-iters", type=int, default=50, help="validation batches per epoch (segmentation)")
+    _add_budget(p)
     p.add_argument("--save-every", type=int, default=5, help="write checkpoint_latest every N epochs")
     p.add_argument("--continue", dest="c", action="store_true", help="resume from the fold's last checkpoint")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--num-gpus", type=int, default=1, help="processes for DDP (gloo on CPU, nccl on CUDA)")
-    p.add_argument("--seed", type=int, default=12345)
     p.add_argument("--compile", action="store_true", help="torch.compile the network")
     p.add_argument("--no-final-validation", action="store_true", help="skip predicting the held-out cases")
-    p.add_argument("--val-no-tta", action="store_true", help="final validation without mirroring (2^dim× faster)")
     p.set_defaults(func=_cmd_train)
 
 
@@ -211,7 +261,7 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_plan)
 
 
-COMMANDS = [_add_example, _add_plan, _add_pretrain, _add_train, _add_predict]
+COMMANDS = [_add_example, _add_plan, _add_pretrain, _add_train, _add_experiment, _add_predict]
 
 
 def _commands() -> list:

@@ -5,24 +5,60 @@ import pytest
 from xtlunet.planners import rules
 
 
+def _shapes(shape, n):
+    return np.array([shape] * n, dtype=float)
+
+
 def test_target_spacing_is_median_when_isotropic():
     sp = np.array([[1.0, 1.0, 1.0], [1.2, 0.9, 0.9], [0.8, 1.1, 1.1]])
-    assert rules.target_spacing(sp) == pytest.approx([1.0, 1.0, 1.0])
+    assert rules.target_spacing(sp, _shapes([140, 170, 140], 3)) == pytest.approx([1.0, 1.0, 1.0])
 
 
 def test_anisotropic_axis_takes_10th_percentile_not_finer_than_others():
     sp = np.array([[5.0, 0.8, 0.8], [6.0, 0.8, 0.8], [4.0, 0.8, 0.8], [3.0, 0.8, 0.8], [7.0, 0.8, 0.8]])
-    t = rules.target_spacing(sp)
+    t = rules.target_spacing(sp, _shapes([20, 300, 300], 5))
     assert t[0] == pytest.approx(np.percentile(sp[:, 0], 10))
     assert t[1:] == pytest.approx([0.8, 0.8])
-    # 10th percentile would be finer than the in-plane axes: clamped to them
+    # 10th percentile would be finer than the in-plane axes: clamped to just above them (the axis stays coarsest)
     sp2 = np.array([[0.5, 1.0, 1.0], [0.5, 1.0, 1.0], [6.0, 1.0, 1.0], [6.0, 1.0, 1.0], [6.0, 1.0, 1.0]])
-    assert rules.target_spacing(sp2)[0] == pytest.approx(1.0)
+    assert rules.target_spacing(sp2, _shapes([10, 200, 200], 5))[0] == pytest.approx(1.00001, abs=1e-9)
 
 
 def test_below_threshold_keeps_median():
     sp = np.array([[2.9, 1.0, 1.0], [2.9, 1.0, 1.0]])
-    assert rules.target_spacing(sp)[0] == pytest.approx(2.9)
+    assert rules.target_spacing(sp, _shapes([20, 300, 300], 2))[0] == pytest.approx(2.9)
+
+
+# Expected targets worked out by hand from nnU-Net's ExperimentPlanner.determine_fullres_target_spacing:
+# median spacing; the coarsest axis takes the 10th percentile of its spacings only if its median spacing is
+# > 3x the others' largest AND its median size (shapes after crop) x 3 is < the others' smallest; that value
+# is clamped to the others' largest + 1e-5.
+BRAIN_MS_SPACINGS = [[3.4, 1.0, 1.0], [1.0, 1.0, 1.0], [3.3, 1.0, 1.0], [3.5, 1.0, 1.0], [3.2, 1.0, 1.0]]
+BRAIN_MS_SHAPES = [[19, 58, 47], [40, 61, 51], [19, 65, 54], [18, 58, 49], [20, 64, 51]]
+PROSTATE_SPACINGS = [[s, 0.62, 0.62] for s in (3.6, 3.6, 3.6, 3.0, 4.0, 2.2, 3.6, 3.6, 3.6, 3.6)]
+TARGET_TABLE = [
+    # brain-like, 1 mm isotropic: the median
+    ("brain_1mm", [[1.0, 1.0, 1.0], [1.1, 0.9, 1.0], [0.9, 1.1, 1.0]], [[138, 169, 138]] * 3, [1.0, 1.0, 1.0]),
+    # prostate-like 3.6 x 0.62 mm, 20 x 320 x 320: both conditions hold (3.6 > 1.86; 20 x 3 < 320) ->
+    # sorted coarse spacings 2.2, 3.0, 3.6 x 7, 4.0: 10th percentile = 2.2 + 0.9 x 0.8 = 2.92
+    ("prostate", PROSTATE_SPACINGS, [[20, 320, 320]] * 10, [2.92, 0.62, 0.62]),
+    # thick slices but many of them: condition 2 fails (median 19 x 3 = 57 >= 51 voxels) -> median 3.3
+    ("brain_ms_like", BRAIN_MS_SPACINGS, BRAIN_MS_SHAPES, [3.3, 1.0, 1.0]),
+    # the coarse axis last: 10th percentile of 4.0, 5.0, 5.0, 6.0, 5.0 = 4.4
+    ("coarse_last", [[0.7, 0.7, s] for s in (4.0, 5.0, 5.0, 6.0, 5.0)], [[512, 512, 30]] * 5, [0.7, 0.7, 4.4]),
+    # exactly 3x: condition 1 is strict -> median
+    ("ratio_exactly_3", [[3.0, 1.0, 1.0], [3.0, 1.0, 1.0]], [[20, 300, 300]] * 2, [3.0, 1.0, 1.0]),
+    # few voxels but spacing only 2x coarser: condition 1 fails -> median 2.5
+    ("few_slices_mild_spacing", [[2.0, 1.0, 1.0], [2.5, 1.0, 1.0], [3.0, 1.0, 1.0]], [[10, 300, 300]] * 3,
+     [2.5, 1.0, 1.0]),
+    # 2D: the median
+    ("2d", [[0.8, 0.7], [0.8, 0.9], [1.0, 0.8]], [[100, 80]] * 3, [0.8, 0.8]),
+]
+
+
+@pytest.mark.parametrize("name, spacings, shapes, expected", TARGET_TABLE, ids=[t[0] for t in TARGET_TABLE])
+def test_target_spacing_matches_nnunet(name, spacings, shapes, expected):
+    assert rules.target_spacing(np.array(spacings), np.array(shapes)) == pytest.approx(expected, abs=1e-9)
 
 
 def test_transpose_puts_coarsest_axis_first():
@@ -38,9 +74,62 @@ def test_initial_patch_proportional_to_inverse_spacing_and_clipped():
     assert rules.initial_patch_size([1.0, 1.0, 1.0], [10, 200, 200], 128 ** 3)[0] == 10
 
 
-def test_conv_kernel_one_on_much_coarser_axis():
+def test_conv_kernel_one_on_much_coarser_axis_and_sticky():
     assert rules.conv_kernel([3.0, 1.0, 1.0]) == [1, 3, 3]
     assert rules.conv_kernel([1.5, 1.0, 1.0]) == [3, 3, 3]
+    assert rules.conv_kernel([1.0, 2.0, 2.0], previous=[3, 3, 3]) == [3, 3, 3]   # once 3, stays 3
+    assert rules.conv_kernel([1.0, 2.0, 2.0], previous=[3, 1, 1]) == [3, 1, 1]
+
+
+KERNEL_CASES = [  # (spacing as planned: coarse axis first, patch)
+    ([1.0, 1.0, 1.0], [32, 128, 128]),     # 1 mm isotropic, a short axis that stops pooling first
+    ([1.0, 1.0, 1.0], [128, 128, 128]),
+    ([3.0, 0.5, 0.5], [24, 256, 256]),     # 0.5 x 0.5 x 3 mm
+    ([6.0, 0.8, 0.8], [12, 320, 320]),     # 0.8 x 0.8 x 6 mm
+    ([1.0, 1.0], [512, 384]),              # 2D
+    ([0.7, 0.7], [1024, 96]),              # 2D, one short axis
+]
+
+
+@pytest.mark.parametrize("spacing, patch", KERNEL_CASES)
+def test_kernels_monotone_per_axis_and_bottleneck_all_3(spacing, patch):
+    strides, kernels = rules.pooling_plan(spacing, patch)
+    assert len(kernels) == len(strides)
+    assert kernels[-1] == [3] * len(spacing)
+    for axis in range(len(spacing)):
+        column = [k[axis] for k in kernels]
+        assert set(column) <= {1, 3}
+        first3 = column.index(3)
+        assert all(k == 3 for k in column[first3:]), column
+
+
+def test_isotropic_kernels_never_collapse_to_1():
+    # before: once the short axis stopped pooling the others' spacings doubled and got kernel 1 ([3, 1, 1])
+    strides, kernels = rules.pooling_plan([1.0, 1.0, 1.0], [32, 128, 128])
+    assert strides == [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2], [1, 2, 2]]
+    assert kernels == [[3, 3, 3]] * 6
+
+
+def test_anisotropic_kernels_as_nnunet():
+    # worked out from nnU-Net's get_pool_and_conv_props: 3 mm vs 0.5 mm, in-plane pooled alone until 2 mm
+    strides, kernels = rules.pooling_plan([3.0, 0.5, 0.5], [24, 256, 256])
+    assert strides == [[1, 1, 1], [1, 2, 2], [1, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2], [1, 2, 2]]
+    assert kernels == [[1, 3, 3], [1, 3, 3]] + [[3, 3, 3]] * 5
+    # 6 mm vs 0.8 mm, 12 slices: at 6 vs 3.2 mm all axes pool (12 -> 6 slices, too few to pool again) and the
+    # kernels turn 3; then the in-plane axes pool alone down to 5 (kernels stay 3 although they are coarser now)
+    strides, kernels = rules.pooling_plan([6.0, 0.8, 0.8], [12, 320, 320])
+    assert strides == [[1, 1, 1], [1, 2, 2], [1, 2, 2], [2, 2, 2], [1, 2, 2], [1, 2, 2], [1, 2, 2]]
+    assert kernels == [[1, 3, 3], [1, 3, 3]] + [[3, 3, 3]] * 5
+
+
+def test_lone_axis_pools_only_from_3_min_edges():
+    # nnU-Net: when a single axis is left to pool it needs a map >= 3 x 4 = 12; 8 x 7 x 7 -> no further stage
+    strides, _ = rules.pooling_plan([1.0, 1.0, 1.0], [8, 7, 7])
+    assert strides == [[1, 1, 1]]
+    strides, _ = rules.pooling_plan([1.0, 1.0, 1.0], [8, 8, 7])   # two axes: 8 is enough
+    assert strides == [[1, 1, 1], [2, 2, 1]]
+    strides, _ = rules.pooling_plan([1.0, 1.0, 1.0], [4, 4, 12])
+    assert strides == [[1, 1, 1], [1, 1, 2]]
 
 
 def test_pooling_isotropic_stops_at_min_edge():

@@ -1,5 +1,9 @@
 """Training-memory estimate for planners: parameters + optimiser state + stored activations.
 
+Parameters, gradients and optimiser state are fp32 (4 bytes); the layer activations autograd keeps
+are counted at the autocast width (2 bytes: training runs under bf16/fp16 autocast on GPUs) unless
+told otherwise; the loss's copies of the logits are fp32 (the loss casts the logits to float).
+
 The network is built once per description on the meta device (no memory, no values) and its layers
 are walked without running them, recording for every layer whose input autograd keeps (conv,
 transposed conv, norm, pool, linear) the channel count and per-axis downsampling of that input. An
@@ -24,6 +28,9 @@ from xtlunet.networks.heads import ClassificationHead
 from xtlunet.networks.nets import ClassificationNet
 
 PARAMETER_COPIES = 4        # weights, gradients and two optimiser moments (Adam; SGD+momentum needs 3)
+PARAMETER_BYTES = 4         # parameters, gradients and optimiser state stay fp32 under autocast
+AUTOCAST_BYTES = 2          # activations under bf16/fp16 autocast (fp32 training, e.g. on CPU: 4)
+LOSS_BYTES = 4              # the loss's logit copies (softmax, log-softmax) are fp32 whatever the autocast
 OUTPUT_COPIES = 2           # logits and the loss's softmax
 ACTIVATION_OVERHEAD = 1.3   # gradient buffers alive during backward, workspace, allocator slack
 
@@ -94,25 +101,41 @@ def _elements(records: Sequence[Record], patch_size: Sequence[int]) -> int:
     return sum(c * math.prod(math.ceil(p / d) for p, d in zip(patch_size, down)) for c, down in records)
 
 
-def estimate_activation_elements(desc: ArchitectureDescription, patch_size: Sequence[int], num_classes: int,
-                                 task: str = "segmentation") -> int:
-    """Elements autograd stores for one training sample (layer inputs kept for backward, and the logits)."""
+def _checked_profile(desc: ArchitectureDescription, patch_size: Sequence[int], num_classes: int,
+                     task: str) -> tuple[int, tuple[Record, ...], tuple[Record, ...]]:
+    """`_profile` of the description, once the patch is checked to fit it."""
     if len(patch_size) != desc.dim or min(patch_size) < 1:
         raise XtlunetError(f"patch size {list(patch_size)} does not fit a {desc.dim}D network",
                            fix=f"give {desc.dim} positive sizes")
-    _, saved, outputs = _profile(json.dumps(desc.to_json(), sort_keys=True), task, num_classes)
-    return _elements(saved, patch_size) + OUTPUT_COPIES * _elements(outputs, patch_size)
+    return _profile(json.dumps(desc.to_json(), sort_keys=True), task, num_classes)
+
+
+def _activation_parts(saved: Sequence[Record], outputs: Sequence[Record], patch_size: Sequence[int]) -> tuple[int, int]:
+    """(elements of the layer inputs kept for backward, elements of the loss's logit copies) for one sample."""
+    return _elements(saved, patch_size), OUTPUT_COPIES * _elements(outputs, patch_size)
+
+
+def estimate_activation_elements(desc: ArchitectureDescription, patch_size: Sequence[int], num_classes: int,
+                                 task: str = "segmentation") -> tuple[int, int]:
+    """Elements autograd stores for one training sample: (layer inputs kept for backward, the loss's logit copies)."""
+    _, saved, outputs = _checked_profile(desc, patch_size, num_classes, task)
+    return _activation_parts(saved, outputs, patch_size)
 
 
 def estimate_memory_bytes(desc: ArchitectureDescription, patch_size: Sequence[int], batch_size: int,
-                          num_classes: int, task: str = "segmentation", bytes_per_element: int = 4) -> int:
-    """Approximate training memory in bytes (fp32 unless told): parameters, optimiser state, activations.
+                          num_classes: int, task: str = "segmentation",
+                          activation_bytes: int = AUTOCAST_BYTES) -> int:
+    """Approximate training memory in bytes: fp32 parameters and optimiser state, activations at autocast width.
+
+    `activation_bytes` (the layer activations' width) is 2 for bf16/fp16 autocast (GPU training, the
+    default), 4 for fp32 training; parameters, gradients, optimiser state and the loss's logit copies are fp32.
 
     Example:
         >>> from xtlunet.networks.description import family_description
         >>> estimate_memory_bytes(family_description("resnet18", 2, 1), [256, 256], 8, 2) > 0
         True
     """
-    params, _, _ = _profile(json.dumps(desc.to_json(), sort_keys=True), task, num_classes)
-    activations = batch_size * estimate_activation_elements(desc, patch_size, num_classes, task)
-    return int(bytes_per_element * (PARAMETER_COPIES * params + ACTIVATION_OVERHEAD * activations))
+    params, saved, outputs = _checked_profile(desc, patch_size, num_classes, task)
+    layers, logits = _activation_parts(saved, outputs, patch_size)
+    activations = batch_size * ACTIVATION_OVERHEAD * (activation_bytes * layers + LOSS_BYTES * logits)
+    return int(PARAMETER_BYTES * PARAMETER_COPIES * params + activations)

@@ -125,7 +125,8 @@ class Loop:
         finally:
             if hasattr(batches, "_finish"):
                 batches._finish()
-        self._save("checkpoint_final.pth", self.run.epochs)
+        if self.start_epoch < self.run.epochs or not (self.out / "checkpoint_final.pth").is_file():
+            self._save("checkpoint_final.pth", self.run.epochs)   # not rewritten when resumed from a finished run
         return self.net
 
     def _wrap(self) -> torch.nn.Module:
