@@ -26,7 +26,7 @@ setup(
     package_dir=extra,
     include_package_data=True,
     install_requires=[
-        "torch>=2.3,<2.15",  # torch.amp.GradScaler("cuda", ...) (training/step.py) first exists in 2.3
+        "torch>=2.4,<2.15",  # torch.amp.GradScaler("cuda") needs 2.3; 2.4 is the first built for NumPy 2 as well
         "batchgenerators>=0.25.3",  # MultiThreadedAugmenter._finish(timeout, force) (training/tasks/common.py)
         "SimpleITK>=2.2",
         "nibabel>=5.0",
