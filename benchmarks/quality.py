@@ -220,7 +220,7 @@ def plan_command(tool: str, args: argparse.Namespace, data: Dataset, xt: list[st
         return [str(venv / "bin" / "nnUNetv2_plan_and_preprocess"), "-d", str(data.id), "-c", CONFIGURATION,
                 "-np", str(args.np), "-npfp", str(args.np), "-gpu_memory_target", gb]
     return [*xt, "-q", "plan-and-preprocess", "-d", str(data.id), "-c", CONFIGURATION, "-np", str(args.np),
-            "--gpu-memory-gb", gb]
+            "--gpu-memory-gb", gb, *(["--reorient"] if args.xtlunet_reorient else [])]
 
 
 def read_plan(tool: str, pre: Path) -> dict[str, Any]:
@@ -473,6 +473,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "default 0 (in the training process) on the CPU, min(8, CPUs - 2) on cuda")
     p.add_argument("-np", "--np", dest="np", type=int, default=2, help="workers of both planners (2)")
     p.add_argument("--only", choices=("both", "xtlunet", "nnunet"), default="both", help="which tools to run (both)")
+    p.add_argument("--xtlunet-reorient", action="store_true",
+                   help="plan xtlunet with --reorient (every case in its closest RAS+ frame), to measure that option")
     p.add_argument("--xtlunet-python", default=sys.executable,
                    help="interpreter of the xtlunet commands (this one); the scoring always uses this one's xtlunet")
     p.add_argument("--xtlunet-pythonpath", type=Path, default=None,

@@ -18,7 +18,7 @@ xtlunet example brain-ms
 xtlunet example mammo
 
 echo "== 2. the mammogram stage: a 2D encoder trained on mammograms"
-xtlunet pretrain-2d -d 503 --arch plain --epochs 4 --iters-per-epoch 10 --batch-size 8 --input-size 64 64 \
+xtlunet pretrain-2d -d 503 --arch plain --budget tiny --epochs 4 --iters-per-epoch 10 --batch-size 8 --input-size 64 64 \
   --device cpu -o "$DEMO/mammo_plain.pth"
 
 echo "== 3. plan and preprocess the brain MS dataset (default plans, and XTL plans matching the 2D encoder)"

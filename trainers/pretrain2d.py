@@ -1,6 +1,7 @@
 """Pretrainer2D: the mammogram stage (`xtlunet pretrain-2d`), a 2D classifier or segmenter whose encoder XTL carries into 3D."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -25,32 +26,55 @@ from xtlunet.transfer.checkpoint import FORMAT_VERSION, NO_INIT, chain_step
 from xtlunet.utils.device import pick_device, seed_everything
 from xtlunet.training.losses import DeepSupervisionLoss, DiceCELoss, classification_loss, downsample_targets
 from xtlunet.metrics import auc, confusion_counts, pseudo_dice
-from xtlunet.training.optim import apply_schedule, poly, sgd
+from xtlunet.training.optim import EarlyStopping, apply_schedule, poly, sgd
 from xtlunet.training.step import TrainStep, place_network
 from xtlunet.training.progress import Progress
 
 log = logging.getLogger("xtlunet")
 
 
+# `--budget`: "full" fits a mammogram set of a few thousand images (nnU-Net-like length, images up to 512 px,
+# early stopping on the validation metric); "tiny" is for tests and the demo. Explicit options override either.
+BUDGETS: dict[str, dict[str, Any]] = {
+    "full": {"epochs": 100, "iters_per_epoch": 250, "max_side": 512, "patience": 15},
+    "tiny": {"epochs": 4, "iters_per_epoch": 10, "max_side": 128, "patience": None},
+}
+ENCODER_LR_FACTOR_INIT = 0.1   # an ImageNet-initialised encoder learns at 0.1× (its features are kept, then tuned)
+
+
 @dataclass
 class PretrainConfig:
-    """Everything `pretrain-2d` needs; the CLI fills it from its arguments."""
+    """Everything `pretrain-2d` needs; the CLI fills it from its arguments (None: from the budget / the init)."""
 
     dataset_root: Path
     arch: str
     output: Path
     task: str = "classification"
     init: Path | None = None
-    epochs: int = 20
-    iters_per_epoch: int = 50
+    budget: str = "full"
+    epochs: int | None = None
+    iters_per_epoch: int | None = None
     batch_size: int = 16
     input_size: list[int] | None = None
-    max_side: int = 256
+    max_side: int | None = None
     lr: float = 1e-2
+    momentum: float | None = None          # 0.99 from random weights (nnU-Net), 0.9 from --init weights
+    patience: int | None = None            # epochs without a better validation metric before stopping
     val_fraction: float = 0.2
     device: str = "auto"
     seed: int = 0
     num_workers: int = 1
+
+    def resolved(self) -> "PretrainConfig":
+        """A copy with every None filled from the budget and the initialisation."""
+        look_up_option(self.budget, list(BUDGETS), "budget")
+        budget = BUDGETS[self.budget]
+        fill = {k: budget[k] for k in ("epochs", "iters_per_epoch", "max_side") if getattr(self, k) is None}
+        if self.patience is None and self.epochs is None:
+            fill["patience"] = budget["patience"]
+        if self.momentum is None:
+            fill["momentum"] = 0.9 if self.init is not None else 0.99
+        return dataclasses.replace(self, **fill)
 
 
 def image_shapes(spec: DatasetSpec) -> np.ndarray:
@@ -92,6 +116,7 @@ class Pretrainer2D:
 
     def __init__(self, cfg: PretrainConfig) -> None:
         look_up_option(cfg.task, ("classification", "segmentation"), "task")
+        cfg = cfg.resolved()
         self.cfg = cfg
         self.spec = DatasetSpec.load(cfg.dataset_root)
         check_pretraining_dataset(self.spec, cfg.task)
@@ -101,7 +126,7 @@ class Pretrainer2D:
                                fix="give a local torchvision-format state dict, e.g. saved from torchvision.models")
         seed_everything(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
-        probe = description_2d(cfg.arch, self.spec.num_channels, [cfg.max_side, cfg.max_side])
+        probe = description_2d(cfg.arch, self.spec.num_channels, cfg.input_size or [cfg.max_side, cfg.max_side])
         divisor = int(np.prod([s[0] for s in probe.strides]))
         self.size = cfg.input_size or planned_input_size(image_shapes(self.spec), cfg.max_side, divisor)
         if any(s % divisor for s in self.size):
@@ -176,23 +201,37 @@ class Pretrainer2D:
             self.progress.message(self.init_report)
         augment = build_augmentation(self.size, with_seg=cfg.task == "segmentation")
         loss_fn = self._loss().to(self.device)
-        opt = sgd(self.net.parameters(), lr=cfg.lr)
+        opt = self.optimizer()
         train_step = TrainStep(self.net, loss_fn, opt, self.device, grad_clip=12.0)
-        total, step = cfg.epochs * cfg.iters_per_epoch, 0
+        best = EarlyStopping(cfg.patience)
         for epoch in range(cfg.epochs):
             t0 = time.time()
             self.net.train()
             losses = []
+            lr = apply_schedule(opt, poly, epoch, cfg.epochs)   # per epoch, as fold training
             for _ in tqdm(range(cfg.iters_per_epoch), desc=f"epoch {epoch}", unit="it", leave=False):
-                lr = apply_schedule(opt, poly, step, total)
                 x, y = self._batch(train, self._sample(train), augment)
                 losses.append(train_step(x, self._targets(y)))
-                step += 1
             val_loss, metric = self.validate(val, loss_fn, train_step.autocast)
             line = self.progress.add({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
                                       "metric": metric, "lr": lr, "epoch_time": time.time() - t0})
             log.info(line)
-        return self.save(len(tr_idx), len(va_idx))
+            if best.update(epoch, metric, self.net):
+                self.progress.message(f"early stop after epoch {epoch}: no better {self.progress.metric_name} in "
+                                      f"{cfg.patience} epochs; keeping epoch {best.epoch}")
+                break
+        best.restore(self.net)
+        return self.save(len(tr_idx), len(va_idx), best)
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        """SGD Nesterov; from --init weights the encoder learns at ENCODER_LR_FACTOR_INIT × lr."""
+        from xtlunet.networks.build import parameter_group
+
+        factor = ENCODER_LR_FACTOR_INIT if self.cfg.init is not None else 1.0
+        params = list(self.net.named_parameters())
+        groups = [{"params": [p for n, p in params if parameter_group(n) == "encoder"], "lr": self.cfg.lr * factor},
+                  {"params": [p for n, p in params if parameter_group(n) != "encoder"], "lr": self.cfg.lr}]
+        return sgd(groups, lr=self.cfg.lr, momentum=self.cfg.momentum)
 
     @torch.no_grad()
     def validate(self, val: ImageSet, loss_fn: torch.nn.Module, amp: Any) -> tuple[float, float]:
@@ -217,13 +256,18 @@ class Pretrainer2D:
             return float(np.mean(losses)), auc(val.labels, np.concatenate(probs))
         return float(np.mean(losses)), float(np.nanmean(pseudo_dice(*counts)))
 
-    def save(self, n_train: int, n_val: int) -> dict[str, Any]:
-        """Write the checkpoint: weights, architecture, normalisation, provenance, format version."""
+    def save(self, n_train: int, n_val: int, best: "EarlyStopping") -> dict[str, Any]:
+        """Write the checkpoint (the best epoch's weights): architecture, normalisation, provenance, format version."""
         metric = self.progress.metric_name
         hist = [r["metric"] for r in self.progress.records]
         provenance = {
             "dataset": self.spec.name, "task": self.cfg.task, "epochs": self.cfg.epochs,
-            "iters_per_epoch": self.cfg.iters_per_epoch, "batch_size": self.cfg.batch_size,
+            "iters_per_epoch": self.cfg.iters_per_epoch, "batch_size": self.cfg.batch_size, "budget": self.cfg.budget,
+            "epochs_run": len(self.progress.records),
+            "kept_epoch": best.epoch if best.epoch >= 0 else len(self.progress.records) - 1,   # no metric: the last
+            "patience": self.cfg.patience,
+            "momentum": self.cfg.momentum, "input_size": list(self.size),
+            "lr": {"encoder": self.cfg.lr * (ENCODER_LR_FACTOR_INIT if self.cfg.init else 1.0), "rest": self.cfg.lr},
             "train_images": n_train, "val_images": n_val, "init": str(self.cfg.init) if self.cfg.init else None,
             "init_chain": [chain_step("imagenet", self.cfg.init)] if self.cfg.init else [NO_INIT],
             "init_report": self.init_report, "metric": metric, "metric_history": hist,

@@ -47,8 +47,9 @@ def _cmd_pretrain(a: argparse.Namespace) -> None:
 
         raise XtlunetError("-o must be a file path, not a folder", path=out, fix="e.g. -o mammo_resnet18.pth")
     cfg = PretrainConfig(dataset_root=find_dataset(a.d, raw_root()), arch=a.arch, output=out, task=a.task,
-                         init=Path(a.init) if a.init else None, epochs=a.epochs, iters_per_epoch=a.iters_per_epoch,
-                         batch_size=a.batch_size, input_size=a.input_size, max_side=a.max_side, lr=a.lr,
+                         init=Path(a.init) if a.init else None, budget=a.budget, epochs=a.epochs,
+                         iters_per_epoch=a.iters_per_epoch, batch_size=a.batch_size, input_size=a.input_size,
+                         max_side=a.max_side, lr=a.lr, momentum=a.momentum, patience=a.patience,
                          val_fraction=a.val_fraction, device=a.device, seed=a.seed, num_workers=a.np)
     prov = Pretrainer2D(cfg).run()
     print(f"wrote {out}: {prov['metric']} final {prov['final_metric']:.3f}, best {prov['best_metric']:.3f} "
@@ -62,12 +63,18 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arch", default="resnet18", help="plain | resnet18 | resnet34 | resnet50 | vgg16_bn")
     p.add_argument("--task", default="classification", help="classification (whole-image labels) or segmentation")
     p.add_argument("--init", default=None, help="local torchvision-format state dict to start from (e.g. ImageNet)")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--iters-per-epoch", type=int, default=50)
+    p.add_argument("--budget", default="full", help="full (a few thousand mammograms: 100 epochs × 250 "
+                   "iterations, images up to 512 px, early stopping after 15 epochs without a better validation "
+                   "metric) | tiny (tests, demo); the options below override it")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--iters-per-epoch", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--input-size", type=int, nargs=2, default=None, help="H W (default: planned from the images)")
-    p.add_argument("--max-side", type=int, default=256, help="longer side of the planned input size")
-    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--max-side", type=int, default=None, help="longer side of the planned input size")
+    p.add_argument("--lr", type=float, default=1e-2, help="learning rate (an --init encoder learns at 0.1× it)")
+    p.add_argument("--momentum", type=float, default=None, help="SGD momentum (default 0.99; 0.9 with --init)")
+    p.add_argument("--patience", type=int, default=None, help="early stopping: epochs without a better "
+                   "validation metric (default from the budget; none when --epochs is given)")
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--seed", type=int, default=0)

@@ -78,3 +78,29 @@ def test_refuses_a_3d_dataset(examples, capsys, tmp_path):
     code = main(["pretrain-2d", "-d", "501", *FAST, "-o", str(tmp_path / "x.pth")])
     err = capsys.readouterr().err
     assert code == 2 and "needs a 2D dataset" in err and "Dataset501_BrainMS" in err
+
+
+def test_budgets_and_the_init_optimiser(tmp_path):
+    from xtlunet.trainers.pretrain2d import PretrainConfig
+
+    base = PretrainConfig(dataset_root=tmp_path, arch="resnet18", output=tmp_path / "o.pth")
+    full = base.resolved()
+    assert (full.epochs, full.iters_per_epoch, full.max_side, full.patience, full.momentum) == (100, 250, 512, 15, 0.99)
+    tiny = PretrainConfig(dataset_root=tmp_path, arch="plain", output=tmp_path / "o.pth", budget="tiny").resolved()
+    assert (tiny.epochs, tiny.iters_per_epoch, tiny.patience) == (4, 10, None)
+    init = PretrainConfig(dataset_root=tmp_path, arch="resnet18", output=tmp_path / "o.pth", init=tmp_path / "i.pth",
+                          epochs=7).resolved()
+    assert init.momentum == 0.9 and init.epochs == 7 and init.patience is None      # explicit epochs: no early stop
+    with pytest.raises(Exception, match="did you mean 'tiny'"):
+        PretrainConfig(dataset_root=tmp_path, arch="plain", output=tmp_path / "o.pth", budget="tine").resolved()
+
+
+def test_provenance_records_the_budget_and_the_kept_epoch(examples, tmp_path):
+    out = tmp_path / "p.pth"
+    assert main(["pretrain-2d", "-d", "503", "--arch", "plain", *FAST, "--patience", "1", "-o", str(out)]) == 0
+    prov = torch.load(out, map_location="cpu", weights_only=True)["provenance"]
+    assert prov["budget"] == "full" and prov["epochs"] == 2 and prov["patience"] == 1 and prov["momentum"] == 0.99
+    assert prov["lr"] == {"encoder": 1e-2, "rest": 1e-2} and 0 <= prov["kept_epoch"] < prov["epochs_run"] <= 2
+    finite = [h for h in prov["metric_history"] if h == h]
+    best = prov["metric_history"].index(max(finite)) if finite else prov["epochs_run"] - 1   # else: the last epoch
+    assert prov["kept_epoch"] == best                                              # the best epoch's weights

@@ -136,3 +136,21 @@ def test_parts_carry_the_hooks(prepared_roots, monkeypatch):
     parts = CosineTL.for_plans(_run("3d_fullres"), plans).parts([], [])
     assert parts.schedule is cosine and parts.freeze_epochs == 5 and parts.trainer == "CosineTL"
     assert parts.task.mirror_axes == (0, 1, 2) and math.isclose(parts.grad_clip, 12.0)
+
+
+def test_early_stopping_keeps_the_best_epoch():
+    from xtlunet.training.optim import EarlyStopping
+
+    net = nn.Linear(2, 1)
+    stop = EarlyStopping(patience=2)
+    decisions = []
+    for epoch, metric in enumerate([0.5, 0.7, float("nan"), 0.6, 0.9]):
+        with torch.no_grad():
+            net.weight.fill_(epoch)
+        decisions.append(stop.update(epoch, metric, net))
+        if decisions[-1]:
+            break
+    assert decisions == [False, False, False, True] and stop.epoch == 1 and stop.metric == 0.7
+    stop.restore(net)
+    assert torch.equal(net.weight, torch.full_like(net.weight, 1.0))      # epoch 1's weights
+    assert not any(EarlyStopping(None).update(e, 0.1, net) for e in range(50))

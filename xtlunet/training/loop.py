@@ -143,13 +143,12 @@ class Loop:
         """One epoch of training steps, validation, logging and checkpoints."""
         t0 = time.time()
         frozen = epoch < self.parts.freeze_epochs
-        total = self.run.epochs * self.run.iters_per_epoch
+        lr = apply_schedule(self.optimizer, self.parts.schedule, epoch, self.run.epochs)   # per epoch, as nnU-Net
         self.step.model.train()
         losses = []
         bar = tqdm(range(self.run.iters_per_epoch), desc=f"epoch {epoch}", unit="it", leave=False,
                    disable=not self.dist.is_main)
-        for it in bar:
-            lr = apply_schedule(self.optimizer, self.parts.schedule, epoch * self.run.iters_per_epoch + it, total)
+        for _ in bar:
             x, y = self.parts.task.to_device(self._next_batch(batches), self.net, self.device)
             losses.append(self.step(x, y, freeze=frozen))
             bar.set_postfix(loss=f"{losses[-1]:.3f}")

@@ -1,8 +1,9 @@
 """Optimiser and schedule: SGD Nesterov (nnU-Net's defaults) and learning-rate schedules as plain functions.
 
-A schedule is any callable `(step, total_steps) -> factor`; the loop multiplies every parameter group's
-initial learning rate (`initial_lr`, recorded from the group's `lr` the first time) by it. An optimiser
-needs no private keys: any torch optimiser with any groups works.
+A schedule is any callable `(step, total_steps) -> factor`; the training loop calls it once per epoch with
+(epoch, epochs), as nnU-Net's PolyLRScheduler steps, and multiplies every parameter group's initial
+learning rate (`initial_lr`, recorded from the group's `lr` the first time) by it. An optimiser needs no
+private keys: any torch optimiser with any groups works.
 """
 from __future__ import annotations
 
@@ -38,3 +39,23 @@ def apply_schedule(optimizer: torch.optim.Optimizer, schedule: Schedule, step: i
         g.setdefault("initial_lr", g["lr"])
         g["lr"] = g["initial_lr"] * factor
     return max(g["lr"] for g in optimizer.param_groups)
+
+
+class EarlyStopping:
+    """Tracks the best validation metric (higher is better) and its weights; says stop after `patience` epochs
+    without improvement (never, with patience None)."""
+
+    def __init__(self, patience: int | None) -> None:
+        self.patience, self.epoch, self.metric, self.state = patience, -1, -math.inf, None
+
+    def update(self, epoch: int, metric: float, net: nn.Module) -> bool:
+        """Record an epoch; True when training should stop."""
+        if metric == metric and metric > self.metric:   # NaN never improves
+            self.epoch, self.metric = epoch, metric
+            self.state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        return self.patience is not None and epoch - max(self.epoch, 0) >= self.patience
+
+    def restore(self, net: nn.Module) -> None:
+        """Load the best epoch's weights back (nothing when no epoch had a metric)."""
+        if self.state is not None:
+            net.load_state_dict(self.state)
