@@ -84,10 +84,11 @@ class CheckoutFolders:
     @staticmethod
     def find_spec(name, path=None, target=None):
         parts = name.split('.')
-        if len(parts) == 2 and parts[0] == 'xtlunet' and parts[1] in ('planners', 'trainers'):
-            init = ROOT / parts[1] / '__init__.py'
-            if init.is_file():
-                return importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(init.parent)])
+        folder = {('xtlunet',): 'xtlunet', ('xtlunet', 'planners'): 'planners',
+                  ('xtlunet', 'trainers'): 'trainers'}.get(tuple(parts))
+        init = ROOT / folder / '__init__.py' if folder else None
+        if init is not None and init.is_file():   # ahead of any installed (also editable) xtlunet
+            return importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(init.parent)])
         return None
 sys.meta_path.insert(0, CheckoutFolders)
 """
