@@ -191,7 +191,7 @@ class DefaultPlanner:
     def _plan_lowres(self, target: list[float], shape: list[int], full: ConfigurationPlan, n: int) -> ConfigurationPlan | None:
         """3d_lowres when the full-resolution patch covers < 25 % of the median image."""
         if np.prod(full.patch_size) / np.prod(shape) >= 0.25:
-            log.info("3d_lowres not needed: the 3d_fullres patch covers ≥ 25 %% of the median image")
+            log.info("3d_lowres not needed: the 3d_fullres patch covers ≥ 25 % of the median image")
             return None
         spacing = np.asarray(target, float)
         topo = None
@@ -204,7 +204,7 @@ class DefaultPlanner:
             if np.prod(topo.patch) / np.prod(low_shape) >= 0.25:
                 break
         if np.prod(low_shape) > 0.5 * np.prod(shape):
-            log.info("3d_lowres not planned: its median image keeps > 50 %% of the full-resolution voxels")
+            log.info("3d_lowres not planned: its median image keeps > 50 % of the full-resolution voxels")
             return None
         conf = self._configuration("3d_lowres", spacing.tolist(), low_shape, topo, "segmentation")
         conf.notes.append("cascade stage 1: resampled to a coarser spacing so the patch covers ≥ 25 % of the image")
