@@ -6,6 +6,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from xtlunet.errors import XtlunetError
 
 COLUMNS = ("case_id", "finding_id", "patient_id", "x", "y", "z", "label")
@@ -120,3 +122,9 @@ def prediction_row(finding: Finding, probabilities: list[float], class_names: li
     row.update({f"p_{n}": round(float(p), 6) for n, p in zip(class_names, probabilities)})
     row["predicted"] = class_names[max(range(len(probabilities)), key=lambda k: probabilities[k])]
     return row
+
+
+def finding_center(index: object, shape: tuple[int, ...]) -> np.ndarray:
+    """A finding's voxel position in a preprocessed array (C, *spatial): its index, or the image centre for a
+    whole-image label (index None)."""
+    return np.asarray(index if index is not None else [(n - 1) / 2 for n in shape[1:]], dtype=float)

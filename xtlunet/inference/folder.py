@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from xtlunet.dataset.findings import Finding, prediction_columns, prediction_row, read_findings
+from xtlunet.dataset.findings import Finding, finding_center, prediction_columns, prediction_row, read_findings
 from xtlunet.dataset.loading import load_case
 from xtlunet.dataset.spec import Case, channel_of, discover_cases
 from xtlunet.errors import XtlunetError
@@ -172,8 +172,7 @@ def _predict_findings(cases: list[Case], out_dir: Path, model: TrainedModel, opt
             continue
         data, props = item
         fs = props["findings"]
-        centers = [np.asarray(f["index"] if f["index"] is not None else [(n - 1) / 2 for n in data.shape[1:]])
-                   for f in fs]
+        centers = [finding_center(f["index"], data.shape) for f in fs]
         probs = roi_probabilities(model.nets, [data] * len(fs), centers, model.conf.patch_size,
                                   model.conf.num_outputs, axes, opts.device)
         rows += [prediction_row(src, list(p), names, labelled=False) for src, p in zip(by_case[case.case_id], probs)]

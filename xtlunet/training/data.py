@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 from batchgenerators.dataloading.data_loader import SlimDataLoaderBase
 
+from xtlunet.dataset.findings import finding_center
 from xtlunet.errors import XtlunetError
 from xtlunet.utils.arrays import crop_box, crop_padded
 from xtlunet.utils.atomic import read_json
@@ -149,7 +150,7 @@ def findings_of(cases: list[CaseArrays]) -> list[FindingRef]:
     out = []
     for c in cases:
         for f in c.props.get("findings", []):
-            idx = np.asarray(f["index"] if f["index"] is not None else [(n - 1) / 2 for n in c.data.shape[1:]], float)
+            idx = finding_center(f["index"], c.data.shape)
             out.append(FindingRef(c, idx, int(f["label"]), str(f["finding_id"])))
     return out
 
