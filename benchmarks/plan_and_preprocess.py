@@ -236,11 +236,11 @@ def xtlunet_command(np: int, verify: bool, gpu_memory_gb: float) -> list[str]:
     return cmd + (["--verify"] if verify else [])
 
 
-def make_dataset(raw: Path, cases: int, seed: int) -> float:
+def make_dataset(raw: Path, cases: int, seed: int, test_cases: int | None = None) -> float:
     """Write the brain-ms example into `raw` with xtlunet's own command; return the seconds it took."""
     start = time.perf_counter()
     cmd = [sys.executable, "-m", "xtlunet", "-q", "example", "brain-ms", "--out", str(raw), "--cases", str(cases),
-           "--seed", str(seed)]
+           "--seed", str(seed), *(["--test-cases", str(test_cases)] if test_cases else [])]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"writing the brain-ms example failed (exit {proc.returncode}): {' '.join(cmd)}\n"

@@ -42,7 +42,7 @@ XTLUNET_TRAINER = "ScratchTrainer"
 NNUNET_PLANS = "nnUNetPlans"
 SPLIT_SEED = 12345  # nnU-Net's (and xtlunet's) seed of the 5-fold split
 # 400 iterations of ~1.5 s on 2 idle CPU cores per tool: about 22 minutes in all (see benchmarks/README.md)
-DEFAULTS = {"cases": 30, "epochs": 10, "iters": 40, "val_iters": 4, "gpu_memory_gb": 1.0}
+DEFAULTS = {"cases": 30, "test_cases": 10, "epochs": 10, "iters": 40, "val_iters": 4, "gpu_memory_gb": 1.0}
 BENCH_VARS = {"epochs": "XTLUNET_BENCH_EPOCHS", "iters": "XTLUNET_BENCH_ITERS", "val_iters": "XTLUNET_BENCH_VAL_ITERS",
               "threads": "XTLUNET_BENCH_THREADS"}
 NNUNET_TRAINER_MODULE = f'''"""{NNUNET_TRAINER}: nnUNetTrainer for xtlunet's benchmarks/quality.py (which writes it).
@@ -439,7 +439,7 @@ def report(runs: dict[str, ToolRun], data: Dataset, args: argparse.Namespace, sp
                                     for k, v in same.items()))
     if len(data.test_ids) < 10:
         lesions = max(r.scores["ref_lesions"] for r in runs.values())
-        why = " (the brain-ms example always writes 3)" if data.generated else ""
+        why = " (--test-cases)" if data.generated else ""
         print("note: " + TEST_SET_NOTE.format(n=len(data.test_ids), why=why, lesions=lesions))
 
 
@@ -453,6 +453,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     d = DEFAULTS
     p.add_argument("--cases", type=int, default=d["cases"],
                    help=f"training cases of the brain-ms example ({d['cases']})")
+    p.add_argument("--test-cases", type=int, default=d["test_cases"],
+                   help=f"labelled test cases of the brain-ms example ({d['test_cases']})")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated dataset (0)")
     p.add_argument("--dataset-id", type=int, default=None,
                    help="use this raw dataset (nnU-Net v2 format, with imagesTs and labelsTs) instead of brain-ms; "
@@ -483,7 +485,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "are used as xtlunet.planners / xtlunet.trainers)")
     add_common_arguments(p, HERE / ".venv-nnunet", BUSY_FRACTION, None, wait_idle_s=60.0, timeout_s=7200.0)
     args = p.parse_args(argv)
-    for name in ("cases", "epochs", "iters", "threads", "np"):
+    for name in ("cases", "test_cases", "epochs", "iters", "threads", "np"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1")
     if args.val_iters < 0:
@@ -507,7 +509,7 @@ def prepare_dataset(args: argparse.Namespace, work: Path) -> Dataset:
         return find_dataset(args.raw.expanduser().absolute(), args.dataset_id, generated=False)
     raw = work / "raw"
     fresh(raw)
-    make_dataset(raw, args.cases, args.seed)
+    make_dataset(raw, args.cases, args.seed, args.test_cases)
     return find_dataset(raw, DATASET_ID, generated=True)
 
 

@@ -22,7 +22,7 @@ def _cmd_example(a: argparse.Namespace) -> None:
     from xtlunet.paths import raw_root
 
     out = Path(a.out) if a.out else raw_root()
-    folder = make_example(a.name, out, cases=a.cases, seed=a.seed)
+    folder = make_example(a.name, out, cases=a.cases, seed=a.seed, test_cases=a.test_cases)
     print(f"wrote {folder}")
 
 
@@ -31,7 +31,8 @@ def _cmd_plan(a: argparse.Namespace) -> None:
     from xtlunet.plan_and_preprocess import plan_and_preprocess, plans_summary
 
     plans = plan_and_preprocess(a.d, a.c, a.pl, a.pretrained, a.gpu_memory_gb, a.verify, a.np, a.overwrite,
-                                a.plans_name, preprocess=not a.no_pp, reorient=a.reorient)
+                                a.plans_name, preprocess=not a.no_pp, reorient=a.reorient,
+                                transfer_norm=a.transfer_norm)
     print(plans_summary(plans))
 
 
@@ -140,12 +141,19 @@ def _cmd_experiment(a: argparse.Namespace) -> None:
                           tl_weights=Path(a.tl_weights) if a.tl_weights else None,
                           xtl_weights=Path(a.xtl_weights) if a.xtl_weights else None, folds=parse_folds(a.folds),
                           gpu_memory_gb=a.gpu_memory_gb, plans_name=a.plans_name, num_workers=a.np,
-                          run=_run_spec(a, a.d, a.c, 0))
+                          transfer_norm=a.transfer_norm, run=_run_spec(a, a.d, a.c, 0))
     doc = run_experiment(spec)
     for arm in doc["arms"]:
         print(f"{arm['trainer']:<16} chain {arm['chain']}: " + "; ".join(
             f"fold {k} {v['line']}" for k, v in arm["folds"].items()))
     print("wrote " + ", ".join(doc["comparison"] or ["experiment record"]))
+
+
+def _add_transfer_norm(p: argparse.ArgumentParser) -> None:
+    """--transfer-norm, of plan-and-preprocess and experiment."""
+    p.add_argument("--transfer-norm", choices=("instance", "batch"), default=None,
+                   help="normalisation of a transferred (XTL-planned) encoder: instance (default) or batch, which "
+                        "keeps the 2D source's running statistics")
 
 
 def _add_experiment(sub: argparse._SubParsersAction) -> None:
@@ -161,6 +169,7 @@ def _add_experiment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--folds", nargs="+", default=None, help="folds to run (default: all)")
     p.add_argument("--gpu-memory-gb", type=float, default=8.0, help="GPU memory the plan must fit (default 8)")
     p.add_argument("--plans-name", default=None, help="name of the shared plans (default from the planner)")
+    _add_transfer_norm(p)
     p.add_argument("-np", type=int, default=1, help="worker processes for preprocessing")
     _add_budget(p)
     p.set_defaults(func=_cmd_experiment)
@@ -246,6 +255,8 @@ def _add_example(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", help="brain-ms | prostate | mammo")
     p.add_argument("--out", help="raw root to write into (default: $XTLUNET_raw)")
     p.add_argument("--cases", type=int, default=None, help="number of training cases (default: the example's own)")
+    p.add_argument("--test-cases", type=int, default=None,
+                   help="number of labelled test cases, for an example with a test set (brain-ms: 3)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_example)
 
@@ -257,6 +268,7 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-c", nargs="+", default=None, help="configurations (default: all that apply)")
     p.add_argument("-pl", default=None, help="planner class (default DefaultPlanner; XTLPlanner with --pretrained)")
     p.add_argument("--pretrained", default=None, help="pretrain-2d checkpoint or encoder family for the XTL planner")
+    _add_transfer_norm(p)
     p.add_argument("--gpu-memory-gb", type=float, default=8.0, help="GPU memory the plan must fit (default 8)")
     p.add_argument("--plans-name", default=None, help="name of the plans file (default from the planner)")
     p.add_argument("--verify", action="store_true", help="full integrity check of every file and voxel")

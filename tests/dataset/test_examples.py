@@ -219,3 +219,19 @@ def test_unknown_name_and_bad_arguments() -> None:
         make_example("mammo", Path("/nonexistent"), cases=0)
     with pytest.raises(XtlunetError, match="seed"):
         make_example("mammo", Path("/nonexistent"), seed=-1)
+    with pytest.raises(XtlunetError, match="the prostate example has no test set"):
+        make_example("prostate", Path("/nonexistent"), test_cases=3)
+    with pytest.raises(XtlunetError, match="--test-cases must be a positive whole number"):
+        make_example("brain-ms", Path("/nonexistent"), test_cases=0)
+
+
+def test_brain_ms_test_set_grows_without_changing_its_first_cases(tmp_path: Path) -> None:
+    small = make_example("brain-ms", tmp_path / "a", cases=1)
+    large = make_example("brain-ms", tmp_path / "b", cases=1, test_cases=5)
+    names = sorted(p.name for p in (large / "imagesTs").iterdir())
+    assert len(names) == 10 and len(list((large / "labelsTs").iterdir())) == 5
+    assert len(list((small / "imagesTs").iterdir())) == 6
+    for f in sorted((small / "imagesTs").iterdir()):
+        assert np.array_equal(read_image(f)[0], read_image(large / "imagesTs" / f.name)[0])
+    spacings = {round(read_image(large / "labelsTs" / f"brainms_{i:04d}.nii.gz")[1].spacing[0], 1) for i in (5, 6)}
+    assert len(spacings) == 2        # test cases 4 and 5 take new slice spacings from the training mix

@@ -20,13 +20,15 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Example:
-    """A built-in example dataset: CLI name, folder name, default size and the function that writes it."""
+    """A built-in example dataset: CLI name, folder name, default size and the function that writes it; an example
+    with a labelled test set (imagesTs/labelsTs) states its default size, and its `build` takes `test_cases=`."""
 
     name: str
     folder: str
     default_cases: int
     summary: str
-    build: Callable[[Path, int, int], None]
+    build: Callable[..., None]
+    default_test_cases: int = 0
 
 
 def case_rng(seed: int, code: int, index: int) -> np.random.Generator:

@@ -16,10 +16,12 @@ from xtlunet.dataset.io import write_image
 CODE = 501
 FOLDER = "Dataset501_BrainMS"
 ENDING = ".nii.gz"
-TEST_CASES = 3
+TEST_CASES = 3                  # default size of the labelled test set (imagesTs, labelsTs)
 # slice spacing (mm) of training case i (cycled): thick slices dominate, so the median is > 3× the in-plane spacing
 SLICE_SPACINGS = (3.4, 1.0, 3.3, 3.5, 3.2, 1.5, 3.4, 2.0, 3.3, 3.5)
-TEST_SLICE_SPACINGS = (1.2, 3.0, 2.4)
+# slice spacing of test case j (cycled): the first three are off the training grid; a larger test set (--test-cases)
+# goes on with the training mix
+TEST_SLICE_SPACINGS = (1.2, 3.0, 2.4, 3.4, 1.0, 3.3, 3.5, 1.5, 3.2, 2.0)
 BACKGROUND, SCALP, SKULL, CSF, GREY, WHITE, LESION = range(7)
 # mean intensity of each tissue class on (FLAIR, T1)
 INTENSITY = np.array([[0, 0], [260, 460], [45, 70], [70, 170], [340, 400], [270, 540], [700, 280]], np.float32)
@@ -106,13 +108,14 @@ def synthesise(rng: np.random.Generator, index: int,
     return images, label, geom
 
 
-def build(root: Path, cases: int, seed: int) -> None:
-    """Write Dataset501_BrainMS into `root`: `cases` training cases, 3 test cases with labels in labelsTs."""
+def build(root: Path, cases: int, seed: int, test_cases: int = TEST_CASES) -> None:
+    """Write Dataset501_BrainMS into `root`: `cases` training cases, `test_cases` test cases with labels in
+    labelsTs (test case j is the same whatever the number of either)."""
     images_tr, labels_tr, images_ts, labels_ts = make_folders(root, "imagesTr", "labelsTr", "imagesTs", "labelsTs")
     jobs = [(f"brainms_{i + 1:04d}", i, SLICE_SPACINGS[i % len(SLICE_SPACINGS)], images_tr, labels_tr)
             for i in range(cases)]
-    jobs += [(f"brainms_{cases + j + 1:04d}", j, TEST_SLICE_SPACINGS[j], images_ts, labels_ts)
-             for j in range(TEST_CASES)]
+    jobs += [(f"brainms_{cases + j + 1:04d}", j, TEST_SLICE_SPACINGS[j % len(TEST_SLICE_SPACINGS)], images_ts,
+              labels_ts) for j in range(test_cases)]
     for case_id, index, spacing, image_dir, label_dir in progress(jobs, FOLDER):
         stream = index if image_dir is images_tr else 1000 + index
         images, label, geom = synthesise(case_rng(seed, CODE, stream), index, spacing)
@@ -125,4 +128,5 @@ def build(root: Path, cases: int, seed: int) -> None:
                        overwrite_image_reader_writer="SimpleITKIO")
 
 
-EXAMPLE = Example("brain-ms", FOLDER, 10, "MS-like brain MR segmentation (FLAIR, T1), 10 + 3 test cases", build)
+EXAMPLE = Example("brain-ms", FOLDER, 10, "MS-like brain MR segmentation (FLAIR, T1), 10 + 3 test cases", build,
+                  default_test_cases=TEST_CASES)
