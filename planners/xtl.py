@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xtlunet.errors import XtlunetError
+from xtlunet.errors import XtlunetError, look_up_option
 from xtlunet.networks.description import FAMILIES, ArchitectureDescription, family_description
 from xtlunet.planners import rules
 from xtlunet.planners.default import DefaultPlanner
@@ -33,14 +33,26 @@ def pretrained_description(pretrained: str) -> tuple[ArchitectureDescription, di
     return desc, {"source": str(path.resolve()), "sha256": file_digest(path)}
 
 
+TRANSFER_NORMS = ("instance", "batch")
+# Why instance norm is the default for transferred encoders (documentation/transfer.md says the same):
+NORM_REASON = {
+    "instance": "instance norm (default): 3D batches are small (often 2), so batch statistics are noisy, and the 2D "
+                "source's running statistics describe another modality; the source's affine scale and shift are "
+                "still copied",
+    "batch": "batch norm (--transfer-norm batch): the 2D source's affine parameters and running statistics are "
+             "carried into BatchNorm3d (synchronised across DDP ranks)",
+}
+
+
 class XTLPlanner(DefaultPlanner):
     """Plans 3D networks constrained to a pretrained 2D encoder (family, stages, widths, in-plane kernels)."""
 
     plans_name = "xtlunetPlansXTL"
 
-    def __init__(self, *args, pretrained: str = "resnet18", **kwargs) -> None:
+    def __init__(self, *args, pretrained: str = "resnet18", transfer_norm: str = "instance", **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.source, self.source_info = pretrained_description(pretrained)
+        self.norm = look_up_option(transfer_norm, TRANSFER_NORMS, "--transfer-norm")
 
     def architecture(self, spacing: list[float], patch: list[int]) -> ArchitectureDescription:
         """The source's stages and widths; per-axis strides and depth kernels (1 or cubic) planned from the spacing."""
@@ -71,7 +83,7 @@ class XTLPlanner(DefaultPlanner):
         """Records which 2D encoder fixed the topology and what stayed free."""
         return {**self.source_info, "family": self.source.family, "widths": list(self.source.widths),
                 "blocks": list(self.source.blocks), "in_plane_kernels": [k[-2:] for k in self.source.kernel_sizes],
-                "depth_axis": 0,
+                "depth_axis": 0, "transfer_norm": self.norm, "transfer_norm_reason": NORM_REASON[self.norm],
                 "rule": "stages, widths, blocks and in-plane kernels copied from the 2D encoder; per stage a depth "
                         "kernel of 1 (exact copy) or the in-plane size (cubic: inflate, center and acs all apply) "
                         "and per-axis strides planned from the spacing"}

@@ -119,6 +119,18 @@ def test_xtl_planner_matches_encoder(examples, capsys):
     assert all(k[0] in (1, k[1]) for k in arch.kernel_sizes)
     assert conf.pretrained_constraint["family"] == "resnet18" and "rule" in conf.pretrained_constraint
     assert "constrained by 2D encoder resnet18" in out
+    assert arch.norm == "instance" and conf.pretrained_constraint["transfer_norm"] == "instance"
+
+
+def test_transfer_norm_batch_is_recorded_in_the_plan(examples, capsys):
+    code, out, err = _run(capsys, "plan-and-preprocess", "-d", "501", "-c", "3d_fullres", "--pretrained", "resnet18",
+                          "--transfer-norm", "batch", "--gpu-memory-gb", "1", "--no-pp", "--plans-name", "bn")
+    assert code == 0, err
+    plans = Plans.load(examples["preprocessed"] / "Dataset501_BrainMS" / "bn.json")
+    conf = plans.configuration("3d_fullres")
+    assert conf.network().norm == "batch"
+    assert conf.pretrained_constraint["transfer_norm"] == "batch"
+    assert "running statistics" in conf.pretrained_constraint["transfer_norm_reason"]
 
 
 @pytest.mark.parametrize("argv, needle", [
@@ -127,6 +139,7 @@ def test_xtl_planner_matches_encoder(examples, capsys):
     (["plan-and-preprocess", "-d", "501", "-c", "3d_fulres"], "did you mean '3d_fullres'"),
     (["plan-and-preprocess", "-d", "501", "-pl", "DefaultPlaner"], "did you mean 'DefaultPlanner'"),
     (["plan-and-preprocess", "-d", "501", "--pretrained", "resnet19"], "neither a checkpoint file nor"),
+    (["plan-and-preprocess", "-d", "501", "--transfer-norm", "batch"], "DefaultPlanner does not take --transfer-norm"),
 ])
 def test_bad_arguments_give_one_line(examples, capsys, argv, needle):
     code, out, err = _run(capsys, *argv, *BUDGET)

@@ -1,6 +1,7 @@
 """The first pipeline stage: integrity check → fingerprint → plan → preprocess."""
 from __future__ import annotations
 
+import inspect
 import logging
 import shutil
 from pathlib import Path
@@ -47,25 +48,30 @@ def fingerprint_dataset(spec: DatasetSpec, out: Path, dim: int, num_workers: int
 
 
 def make_planner(name: str | None, spec: DatasetSpec, fp: Fingerprint, gpu_memory_gb: float,
-                 pretrained: str | None, plans_name: str | None):
+                 pretrained: str | None, plans_name: str | None, transfer_norm: str | None = None):
     """Instantiate a planner by class name (XTLPlanner when --pretrained is given without -pl)."""
     from xtlunet.planners.default import DefaultPlanner
 
     name = name or ("XTLPlanner" if pretrained else "DefaultPlanner")
     cls = find_class(name, "xtlunet.planners", DefaultPlanner, "planner")
-    kwargs = {"gpu_memory_gb": gpu_memory_gb, "plans_name": plans_name}
-    if pretrained is not None:
-        if "pretrained" not in cls.__init__.__code__.co_varnames:
-            raise XtlunetError(f"planner {name} does not take --pretrained", fix="use -pl XTLPlanner")
-        kwargs["pretrained"] = pretrained
+    kwargs: dict = {"gpu_memory_gb": gpu_memory_gb, "plans_name": plans_name}
+    for option, value in (("pretrained", pretrained), ("transfer_norm", transfer_norm)):
+        if value is None:
+            continue
+        if option not in inspect.signature(cls.__init__).parameters:
+            raise XtlunetError(f"planner {name} does not take --{option.replace('_', '-')}",
+                               fix="it applies to the XTL planner: give --pretrained (plan-and-preprocess) or "
+                                   "--xtl-weights / --tl-weights (experiment)")
+        kwargs[option] = value
     return cls(spec, fp, **kwargs)
 
 
 def plan_and_preprocess(dataset: str | int, configurations: list[str] | None = None, planner: str | None = None,
                         pretrained: str | None = None, gpu_memory_gb: float = 8.0, verify: bool = False,
                         num_workers: int = 1, overwrite: bool = False, plans_name: str | None = None,
-                        preprocess: bool = True, reorient: bool = False) -> Plans:
-    """Check, fingerprint, plan and preprocess a raw dataset (in each case's closest RAS+ frame with `reorient`)."""
+                        preprocess: bool = True, reorient: bool = False, transfer_norm: str | None = None) -> Plans:
+    """Check, fingerprint, plan and preprocess a raw dataset (in each case's closest RAS+ frame with `reorient`;
+    `transfer_norm` picks the XTL planner's normalisation of transferred encoders)."""
     spec = load_spec(dataset)
     out = preprocessed_root() / spec.name
     if verify or not (out / "fingerprint.json").is_file():
@@ -73,7 +79,7 @@ def plan_and_preprocess(dataset: str | int, configurations: list[str] | None = N
     dim = dataset_dimension(spec)
     check_reorient(reorient, dim)
     fp, new_fingerprint = current_fingerprint(spec, out, dim, num_workers, overwrite, reorient)
-    plans = make_planner(planner, spec, fp, gpu_memory_gb, pretrained, plans_name).plan(configurations)
+    plans = make_planner(planner, spec, fp, gpu_memory_gb, pretrained, plans_name, transfer_norm).plan(configurations)
     plans.reorient = fp.reoriented  # the frame the fingerprint (and so the plan) was made in
     # nothing is written before the plan succeeds: a refused planner, configuration or --pretrained leaves no file
     out.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,8 @@ from tqdm import tqdm
 from xtlunet.errors import XtlunetError
 from xtlunet.networks.build import unwrap
 from xtlunet.training import distributed
-from xtlunet.training.checkpoint import CHECKPOINT_KIND, resume_checkpoint, rng_state, save_checkpoint, set_rng_state
+from xtlunet.training.checkpoint import (CHECKPOINT_KIND, resume_checkpoint, rng_state, run_recipe, save_checkpoint,
+                                         set_rng_state)
 from xtlunet.training.context import TrainingContext
 from xtlunet.training.data import num_augmentation_workers, rank_share
 from xtlunet.training.optim import apply_schedule
@@ -70,6 +71,7 @@ class Loop:
         self.step = TrainStep(self._wrap(), self.loss_fn, self.optimizer, self.device, parts.grad_clip, parts.frozen)
         self.progress = Progress(self.out / "training_log.txt", self.out / "progress.png", parts.task.metric_name)
         self.start_epoch, self.best = 0, -math.inf
+        self.recipe = run_recipe(run)
 
     # ---- start / resume ----
     def prepare(self) -> None:
@@ -85,7 +87,7 @@ class Loop:
 
     def _restore(self) -> None:
         """Load checkpoint_latest (or _final) and continue exactly from its epoch."""
-        path, ck = resume_checkpoint(self.out, self.parts.trainer, self.ctx.plans.identity())
+        path, ck = resume_checkpoint(self.out, self.parts.trainer, self.ctx.plans.identity(), self.recipe)
         self.net.load_state_dict(ck["network"])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.step.load_state_dict(ck.get("grad_scaler"))
@@ -104,7 +106,7 @@ class Loop:
             "grad_scaler": self.step.state_dict(), "epoch": epoch, "best_metric": self.best,
             "progress": self.progress.state(), "rng": rng_state(), "plans_identity": self.ctx.plans.identity(),
             "plans_name": self.ctx.plans.plans_name, "configuration": conf.name, "trainer": self.parts.trainer,
-            "fold": str(self.run.fold), "architecture": conf.architecture, "task": conf.task,
+            "fold": str(self.run.fold), "recipe": self.recipe, "architecture": conf.architecture, "task": conf.task,
             "inference": {"mirror_axes": list(self.parts.task.mirror_axes), "num_outputs": conf.num_outputs}})
 
     # ---- the loop ----
@@ -134,6 +136,8 @@ class Loop:
         model = self.net
         if self.dist.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
+            if self.device.type == "cuda":  # batch norm (--transfer-norm batch) over the global batch; in place
+                model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
             model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=False)
         if self.run.compile:
             model = torch.compile(model)
