@@ -38,6 +38,7 @@ def test_experiment_runs_every_arm_and_fold_on_one_plan_and_resumes(examples, ma
     results = examples["results"] / "Dataset501_BrainMS"
     doc = json.loads((results / "experiment_3d_fullres.json").read_text())
     assert doc["plans"] == "xtlunetPlansXTL" and doc["folds"] == [0, 1] and doc["budget"]["epochs"] == 1
+    assert doc["norm"] == "instance"
     assert [a["trainer"] for a in doc["arms"]] == ["ScratchTrainer", "XTLTrainer"]
     assert doc["arms"][0]["chain"] == "random" and doc["arms"][1]["chain"].startswith("none → mammograms:")
     assert all(set(a["folds"]) == {"0", "1"} for a in doc["arms"])
@@ -57,6 +58,24 @@ def test_experiment_runs_every_arm_and_fold_on_one_plan_and_resumes(examples, ma
     assert changed == {folders[1] / "fold_0" / "checkpoint_final.pth"}
     assert (folders[0] / "fold_1" / "validation" / "summary.json").is_file()
     assert "continuing from checkpoint_latest.pth at epoch 1" in (folders[0] / "fold_1" / "training_log.txt").read_text()
+
+    # another transfer mode on the same plan would report the inflate folds as center: refused before training
+    capsys.readouterr()
+    before = {p: p.stat().st_mtime_ns for f in folders for p in f.rglob("*") if p.is_file()}
+    assert main([*_argv(mammo_ckpt), "--transfer-mode", "center"]) == 2
+    err = capsys.readouterr().err
+    assert "XTLTrainer__xtlunetPlansXTL__3d_fullres/fold_0 was trained with another recipe" in err
+    assert "transfer_mode inflate → center" in err and "--plans-name" in err
+    assert {p: p.stat().st_mtime_ns for f in folders for p in f.rglob("*") if p.is_file()} == before
+
+
+def test_transfer_norm_without_pretrained_weights_is_refused(examples, capsys):
+    argv = ["-q", "experiment", "-d", "501", "-c", "3d_fullres", "--arms", "ScratchTrainer", "--transfer-norm",
+            "batch", *BUDGET]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "does not take --transfer-norm" in err and "--xtl-weights" in err and "Traceback" not in err
+    assert not (examples["results"] / "Dataset501_BrainMS").exists()
 
 
 def test_weights_of_different_families_are_refused_up_front(examples, mammo_ckpt, tmp_path, capsys):

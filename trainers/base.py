@@ -22,7 +22,7 @@ from xtlunet.errors import XtlunetError
 from xtlunet.networks.build import build_network, parameter_group
 from xtlunet.plans import ConfigurationPlan, Plans
 from xtlunet.training.augmentation import AugmentationConfig, augmentation_config
-from xtlunet.training.checkpoint import resume_checkpoint
+from xtlunet.training.checkpoint import resume_checkpoint, run_recipe
 from xtlunet.training.context import TrainingContext, load_context
 from xtlunet.training.data import CaseArrays
 from xtlunet.training.loop import Loop, end_process, start_process
@@ -56,7 +56,7 @@ class Trainer:
         if self.ctx is not None:
             self.check_pretrained()
             if run.continue_training:  # up front: a missing or foreign checkpoint is refused before anything starts
-                resume_checkpoint(self.ctx.out_dir, self.name, self.plans.identity())
+                resume_checkpoint(self.ctx.out_dir, self.name, self.plans.identity(), run_recipe(run))
 
     @classmethod
     def for_plans(cls, run: RunSpec, plans: Plans) -> "Trainer":

@@ -20,6 +20,8 @@ from tqdm import tqdm
 
 from xtlunet.errors import XtlunetError
 from xtlunet.paths import NUM_FOLDS, model_folder, results_root
+from xtlunet.training.checkpoint import (RECIPE_BUDGET, RECIPE_START, latest_checkpoint, load_checkpoint,
+                                         recipe_differences, run_recipe)
 from xtlunet.training.run_spec import RunSpec
 from xtlunet.utils.atomic import read_json, write_json
 
@@ -40,6 +42,7 @@ class ExperimentSpec:
     gpu_memory_gb: float = 8.0
     plans_name: str | None = None
     num_workers: int = 1
+    transfer_norm: str | None = None   # the XTL planner's --transfer-norm (None: its default)
     run: RunSpec | None = None     # the per-fold budget and options (dataset/configuration/fold are filled in)
 
 
@@ -99,9 +102,23 @@ def fold_state(fold_dir: Path) -> str:
     """'done' (validated), 'continue' (a checkpoint to resume from) or 'new'."""
     if (fold_dir / "validation" / "summary.json").is_file() and (fold_dir / "checkpoint_final.pth").is_file():
         return "done"
-    if any((fold_dir / n).is_file() for n in ("checkpoint_latest.pth", "checkpoint_final.pth")):
+    if latest_checkpoint(fold_dir) is not None:
         return "continue"
     return "new"
+
+
+def check_fold_recipe(fold_dir: Path, run: RunSpec) -> None:
+    """Refuse to reuse or continue a fold trained with other start weights, transfer mode, seed or budget: its
+    result would be reported under this experiment's options."""
+    path = latest_checkpoint(fold_dir)
+    recorded = load_checkpoint(path).get("recipe") if path is not None else None
+    if recorded is None:
+        return
+    diffs = recipe_differences(recorded, run_recipe(run), RECIPE_START + RECIPE_BUDGET)
+    if diffs:
+        raise XtlunetError(f"{fold_dir.parent.name}/{fold_dir.name} was trained with another recipe "
+                           f"({'; '.join(diffs)}); reusing it would mix recipes in one comparison", path=fold_dir,
+                           fix="give this variant its own --plans-name, or delete the fold folder to train it again")
 
 
 def run_experiment(spec: ExperimentSpec) -> dict[str, Any]:
@@ -118,26 +135,32 @@ def run_experiment(spec: ExperimentSpec) -> dict[str, Any]:
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     plans = plan_and_preprocess(spec.dataset, [spec.configuration], pretrained=source,
                                 gpu_memory_gb=spec.gpu_memory_gb, num_workers=spec.num_workers,
-                                plans_name=spec.plans_name)
+                                plans_name=spec.plans_name, transfer_norm=spec.transfer_norm)
     base = spec.run or RunSpec(spec.dataset, spec.configuration, 0)
-    jobs = [(fold, arm) for fold in spec.folds for arm in spec.arms]
+    jobs = []
+    for fold in spec.folds:
+        for arm in spec.arms:
+            fold_dir = model_folder(plans.dataset_name, arm, plans.plans_name, spec.configuration) / f"fold_{fold}"
+            state = fold_state(fold_dir)
+            run = dataclasses.replace(base, dataset=spec.dataset, configuration=spec.configuration, fold=fold,
+                                      plans_name=plans.plans_name, pretrained=weights[arm],
+                                      continue_training=state == "continue", final_validation=True)
+            check_fold_recipe(fold_dir, run)      # every fold up front, before anything trains
+            jobs.append((arm, fold, state, run))
     bar = tqdm(jobs, desc="experiment", unit="fold")
-    for fold, arm in bar:
-        folder = model_folder(plans.dataset_name, arm, plans.plans_name, spec.configuration)
-        state = fold_state(folder / f"fold_{fold}")
+    for arm, fold, state, run in bar:
         bar.set_postfix_str(f"{arm} fold {fold}: {state}")
-        if state == "done":
-            continue
-        run = dataclasses.replace(base, dataset=spec.dataset, configuration=spec.configuration, fold=fold,
-                                  plans_name=plans.plans_name, pretrained=weights[arm],
-                                  continue_training=state == "continue", final_validation=True)
-        train_fold(arm, run)
+        if state != "done":
+            train_fold(arm, run)
     comparison = None
+    out = results_root() / plans.dataset_name
+    stem = spec.configuration if spec.plans_name is None else f"{plans.plans_name}_{spec.configuration}"
     if len(spec.arms) > 1:
         comparison = compare_arms(spec.dataset, spec.configuration,
-                                  [f"{a}__{plans.plans_name}" for a in spec.arms], spec.folds)
+                                  [f"{a}__{plans.plans_name}" for a in spec.arms], spec.folds,
+                                  out_dir=out / f"compare_{stem}")
     doc = experiment_record(spec, plans, weights, base, comparison, started)
-    write_json(results_root() / plans.dataset_name / f"experiment_{spec.configuration}.json", doc)
+    write_json(out / f"experiment_{stem}.json", doc)
     return doc
 
 
@@ -163,6 +186,7 @@ def experiment_record(spec: ExperimentSpec, plans: Any, weights: dict[str, Path 
     return {"format": FORMAT, "version": 1, "dataset": plans.dataset_name, "configuration": spec.configuration,
             "plans": plans.plans_name, "plan_identity": plans.identity(),
             "design_identity": plans.design_identity(spec.configuration), "folds": list(spec.folds),
+            "norm": plans.configurations[spec.configuration].architecture.get("norm", "instance"),
             "arms": arms, "seed": run.seed, "transfer_mode": run.transfer_mode,
             "budget": {"epochs": run.epochs, "iters_per_epoch": run.iters_per_epoch, "val_iters": run.val_iters,
                        "validation_tta": run.validation_tta},
@@ -176,7 +200,7 @@ def load_experiment(path: Path) -> dict[str, Any]:
     """Read an experiment.json written by run_experiment."""
     doc = read_json(path)
     if doc.get("format") != FORMAT:
-        raise XtlunetError("not an xtlunet experiment record", path=path, fix="give an experiment_CONFIG.json")
+        raise XtlunetError("not an xtlunet experiment record", path=path, fix="give an experiment_[PLANS_]CONFIG.json")
     return doc
 
 

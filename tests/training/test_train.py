@@ -107,6 +107,15 @@ def test_xtl_arm_from_pretrain_2d(trained_roots, tmp_path, capsys):
     fold = _fold_dir(trained_roots, "Dataset501_BrainMS", "XTLTrainer", "xtlunetPlansXTL", "3d_fullres", "1")
     report = json.loads((fold / "transfer_report.json").read_text())
     assert report["mode"] == "center" and report["coverage"]["encoder"] >= 0.9
+    recipe = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=True)["recipe"]
+    assert recipe["transfer_mode"] == "center" and recipe["pretrained_sha256"] == file_digest(ckpt)
+    assert recipe["epochs"] == 1 and recipe["seed"] == 12345
+    # continuing with another transfer mode would mix two recipes in one fold
+    capsys.readouterr()
+    assert main(["train", "501", "3d_fullres", "1", "-p", "xtlunetPlansXTL", "-tr", "XTLTrainer", "--transfer-mode",
+                 "inflate", "--epochs", "2", "--iters-per-epoch", "1", "--device", "cpu", "--continue"]) == 2
+    err = capsys.readouterr().err
+    assert "started with another recipe (transfer_mode center → inflate)" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("argv, needle", [

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -14,6 +14,24 @@ from xtlunet.utils.torch_io import safe_torch_load
 
 CHECKPOINT_KIND = "xtlunet-train"
 RESUME_ORDER = ("checkpoint_latest.pth", "checkpoint_final.pth")
+# what a fold's result depends on beyond its plan and trainer, recorded in every checkpoint as its "recipe"
+RECIPE_START = ("pretrained_sha256", "transfer_mode", "seed")          # a fold cannot change these midway
+RECIPE_BUDGET = ("epochs", "iters_per_epoch", "val_iters")
+
+
+def run_recipe(run: Any) -> dict[str, Any]:
+    """A run's recipe: the start weights (by content), transfer mode, seed and budget."""
+    from xtlunet.transfer.checkpoint import file_digest
+
+    weights = Path(run.pretrained) if run.pretrained else None
+    return {"pretrained_sha256": file_digest(weights) if weights is not None and weights.is_file() else None,
+            "transfer_mode": run.transfer_mode if weights is not None else None, "seed": run.seed,
+            "epochs": run.epochs, "iters_per_epoch": run.iters_per_epoch, "val_iters": run.val_iters}
+
+
+def recipe_differences(recorded: dict[str, Any], wanted: dict[str, Any], keys: Sequence[str]) -> list[str]:
+    """'key recorded → wanted' for each of `keys` on which two recipes differ."""
+    return [f"{k} {recorded.get(k)} → {wanted.get(k)}" for k in keys if recorded.get(k) != wanted.get(k)]
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
@@ -57,12 +75,24 @@ def check_checkpoint(ck: dict[str, Any], trainer: str, identity: str, path: Any)
                            fix=f"use -tr {ck.get('trainer')}")
 
 
-def resume_checkpoint(fold_dir: Path, trainer: str, identity: str) -> tuple[Path, dict[str, Any]]:
-    """(path, checkpoint) that --continue resumes from: the fold's checkpoint_latest (or _final), checked."""
-    path = next((fold_dir / n for n in RESUME_ORDER if (fold_dir / n).is_file()), None)
+def latest_checkpoint(fold_dir: Path) -> Path | None:
+    """The checkpoint a fold continues from: checkpoint_latest, else checkpoint_final, else None."""
+    return next((fold_dir / n for n in RESUME_ORDER if (fold_dir / n).is_file()), None)
+
+
+def resume_checkpoint(fold_dir: Path, trainer: str, identity: str,
+                      recipe: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
+    """(path, checkpoint) that --continue resumes from: the fold's checkpoint_latest (or _final), checked; with
+    `recipe`, other start weights, transfer mode or seed than the checkpoint's are refused."""
+    path = latest_checkpoint(fold_dir)
     if path is None:
         raise XtlunetError("--continue: no checkpoint to continue from", path=fold_dir,
                            fix="start the fold without --continue")
     ck = load_checkpoint(path)
     check_checkpoint(ck, trainer, identity, path)
+    diffs = recipe_differences(ck["recipe"], recipe, RECIPE_START) if recipe and ck.get("recipe") else []
+    if diffs:
+        raise XtlunetError(f"--continue: the checkpoint was started with another recipe ({'; '.join(diffs)})",
+                           path=path, fix="continue with the --pretrained, --transfer-mode and --seed it was started "
+                                           "with, or start the fold again without --continue")
     return path, ck
