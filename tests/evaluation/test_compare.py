@@ -12,7 +12,8 @@ from sklearn.metrics import roc_auc_score
 
 from xtlunet import cli
 from xtlunet.errors import XtlunetError
-from xtlunet.evaluation.compare import compare_arms, compare_classification, compare_segmentation
+from xtlunet.evaluation.compare import (compare_arms, compare_classification, compare_segmentation,
+                                        cross_validated_score)
 from xtlunet.evaluation.segmentation_metrics import LesionCounts
 from xtlunet.evaluation.statistics import delong_test
 from xtlunet.evaluation.summary import CaseScores, FindingScores, ValidationSummary
@@ -224,3 +225,20 @@ def test_arms_on_different_plans_are_refused_or_noted(seg_tree, roots, tmp_path)
 def test_patients_are_the_bootstrap_unit_of_a_classification_comparison(cls_tree):
     res = compare_arms(502, "3d_fullres", list(ARMS), n_boot=50)
     assert res["bootstrap"] == "patients"
+
+
+def test_cross_validated_score_of_one_arm(seg_tree, cls_tree, roots):
+    folder = _fold_dir(roots["results"], SEG, "XTLTrainer", 0).parents[1]
+    dice = np.array(list(seg_tree["XTLTrainer"].values()))
+    res = cross_validated_score(folder, n_boot=500)
+    assert (res["metric"], res["n"], res["folds"]) == ("dice", 12, [0, 1])
+    assert res["value"] == pytest.approx(dice.mean()) and res["ci_low"] < res["value"] < res["ci_high"]
+    assert res["ci_high"] - res["ci_low"] < 4 * dice.std(ddof=1) / np.sqrt(12)     # a CI of the mean, not of cases
+    assert cross_validated_score(folder, folds=[1], n_boot=200)["n"] == 6
+    labels, scores = cls_tree
+    keys = sorted(labels)
+    res = cross_validated_score(_fold_dir(roots["results"], CLS, "ScratchTrainer", 0).parents[1], n_boot=500)
+    assert res["metric"] == "auc" and res["n"] == 24 and res["positive_class"] == 1
+    assert res["value"] == pytest.approx(roc_auc_score([labels[k] for k in keys],
+                                                       [scores["ScratchTrainer"][k] for k in keys]))
+    assert res["ci_low"] <= res["value"] <= res["ci_high"]

@@ -8,7 +8,7 @@ from scipy.stats import norm, wilcoxon
 from sklearn.metrics import roc_auc_score
 
 from xtlunet.errors import XtlunetError
-from xtlunet.evaluation.statistics import (bootstrap_auc_diff_ci, bootstrap_mean_diff_ci, delong_test,
+from xtlunet.evaluation.statistics import (bootstrap_auc_diff_ci, bootstrap_mean_ci, bootstrap_mean_diff_ci, delong_test,
                                            paired_wilcoxon)
 
 
@@ -107,6 +107,15 @@ def test_bootstrap_mean_diff_ci_brackets_the_mean_and_shrinks_with_n():
         assert diff == pytest.approx(np.mean(a - b)) and lo < diff < hi
         widths.append(hi - lo)
     assert widths[1] < widths[0] / 2.5
+
+
+def test_bootstrap_mean_ci_brackets_the_mean_drops_nan_and_matches_the_normal_interval():
+    rng = np.random.default_rng(7)
+    v = rng.normal(0.7, 0.1, 400)
+    mean, lo, hi = bootstrap_mean_ci(np.append(v, np.nan), n_boot=2000, seed=2)
+    assert mean == pytest.approx(v.mean()) and lo < mean < hi
+    assert hi - lo == pytest.approx(2 * 1.96 * v.std(ddof=1) / np.sqrt(v.size), rel=0.15)
+    assert all(np.isnan(bootstrap_mean_ci([np.nan])))
 
 
 def test_bootstrap_auc_diff_ci_brackets_the_difference_and_shrinks_with_n():

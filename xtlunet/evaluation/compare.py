@@ -17,7 +17,8 @@ from xtlunet.dataset.spec import find_dataset
 from xtlunet.errors import XtlunetError, did_you_mean, look_up_option
 from xtlunet.evaluation.classification_metrics import auc_with_ci, roc_png
 from xtlunet.evaluation.segmentation_metrics import LesionCounts
-from xtlunet.evaluation.statistics import bootstrap_auc_diff_ci, bootstrap_mean_diff_ci, delong_test, paired_wilcoxon
+from xtlunet.evaluation.statistics import (bootstrap_auc_diff_ci, bootstrap_mean_ci, bootstrap_mean_diff_ci, delong_test,
+                                          paired_wilcoxon)
 from xtlunet.evaluation.tables import markdown_table, write_csv
 from xtlunet.evaluation.summary import CaseScores, FindingScores, ValidationSummary
 from xtlunet.paths import NUM_FOLDS, model_folders, results_root
@@ -264,6 +265,26 @@ def _classification_arms(items: Mapping[str, Mapping[str, FindingScores]], pos: 
     roc_png([ref[k] for k in keys], {a: [s[k] for k in keys] for a, s in scores.items()}, png,
             f"{title} (class {pos} vs rest)")
     return {**result, "positive_class": pos}
+
+
+def cross_validated_score(folder: Path, folds: Sequence[int] | None = None, n_boot: int = 2000, seed: int = 0,
+                          positive_class: str | None = None) -> dict[str, Any]:
+    """One arm's result over its folds' validations with a 95 % bootstrap CI: the mean per-case Dice (cases
+    resampled), or the AUC of the positive class (patients resampled)."""
+    used, summaries = load_fold_summaries({folder.name: folder}, folds)
+    task = _task_of(summaries)
+    items = _items(task, folder.name, summaries[folder.name])
+    if task == "segmentation":
+        value, lo, hi = bootstrap_mean_ci([c.mean_dice() for c in items.values()], n_boot, seed)
+        return {"task": task, "metric": "dice", "value": value, "ci_low": lo, "ci_high": hi, "n": len(items),
+                "folds": used}
+    classes = next(iter(summaries[folder.name].values())).classes
+    pos = _positive_index(positive_class, items, classes)
+    found = list(items.values())
+    value, lo, hi = auc_with_ci([int(f.label == pos) for f in found], [f.probabilities[pos] for f in found], n_boot,
+                                seed, groups=[f.patient_id or f.case_id for f in found])
+    return {"task": task, "metric": "auc", "value": value, "ci_low": lo, "ci_high": hi, "n": len(found),
+            "folds": used, "positive_class": pos}
 
 
 def arm_design(folder: Path, configuration: str) -> tuple[str, Plans]:

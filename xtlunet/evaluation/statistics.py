@@ -67,6 +67,17 @@ def paired_wilcoxon(a: ArrayLike, b: ArrayLike, zero_method: str = "wilcox",
     return {"statistic": float(res.statistic), "p": float(res.pvalue), **out}
 
 
+def bootstrap_mean_ci(values: ArrayLike, n_boot: int = 2000, seed: int = 0,
+                      alpha: float = 0.05) -> tuple[float, float, float]:
+    """(mean, lower, upper) with a case bootstrap; NaN values dropped (all NaN: NaN, NaN, NaN)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if not v.size:
+        return math.nan, math.nan, math.nan
+    lo, hi = percentile_ci(v[case_bootstrap(v.size, n_boot, seed)].mean(axis=1), alpha)
+    return float(v.mean()), lo, hi
+
+
 def bootstrap_mean_diff_ci(a: ArrayLike, b: ArrayLike, n_boot: int = 2000, seed: int = 0,
                            alpha: float = 0.05) -> tuple[float, float, float]:
     """(mean of a − b, lower, upper) with a paired case bootstrap; NaN pairs dropped."""
