@@ -49,7 +49,11 @@ def test_brain_ms_plans_and_arrays(examples, capsys):
         props = json.loads((folder / f"{case}.json").read_text())
         assert data.dtype == np.float32 and data.shape[0] == 2 and seg.shape == data.shape[1:]
         assert list(data.shape[1:]) == props["shape_after_resample"]
-        assert set(np.unique(seg)) <= {0, 1} and (seg == 1).any()
+        assert set(np.unique(seg)) <= {-1, 0, 1} and (seg == 1).any()
+        outside = np.asarray(seg) == -1          # background outside the body mask: masked channels are 0 there
+        assert outside.any()
+        for c in (c for c, masked in enumerate(full.use_mask_for_norm) if masked):
+            assert (np.abs(np.asarray(data[c])[outside]) < 0.25).mean() > 0.95   # 0 up to cubic ringing
         locs = np.array(props["class_locations"]["1"])
         assert len(locs) > 0 and np.all(seg[tuple(locs.T)] == 1)
         Geometry.from_json(props["geometry"])

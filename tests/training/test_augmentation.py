@@ -64,7 +64,7 @@ def test_dummy_2d_never_mixes_or_scales_slices_and_leaves_none_empty():
             for z in range(patch[0]):
                 values = np.unique(np.round(out["data"][b, 0, z], 4))
                 assert set(values) <= {0.0, float(z + 1)}, (z, values[:5])   # slice z only from slice z
-                assert (out["seg"][b, 0, z] >= 0).any()                        # no slice emptied
+                assert float(z + 1) in values                                   # no slice emptied
 
 
 def test_full_3d_rotation_does_mix_slices():
@@ -78,3 +78,23 @@ def test_full_3d_rotation_does_mix_slices():
         out = aug(**dict(zip(("data", "seg"), _slice_coded_batch(extract))))
         mixed += sum(len(np.unique(np.round(out["data"][0, 0, z], 2))) > 3 for z in range(patch[0]))
     assert mixed > 0    # the control: without dummy 2D, rotations carry values across slices
+
+
+def test_outside_the_body_is_masked_back_to_zero_and_trained_as_background():
+    patch = [8, 16, 16]
+    conf = _conf([1.0, 1.0, 1.0], patch)
+    conf.normalization, conf.use_mask_for_norm = ["zscore", "zscore"], [True, False]
+    cfg = augmentation_config(conf)
+    assert cfg.mask_channels == (0,)
+    cfg.p_rotation = cfg.p_scale = 0.0
+    seg = np.full((2, 1, *patch), -1, np.float32)           # outside the body mask ...
+    seg[:, :, 2:6, 4:12, 4:12] = 0                           # ... around a body ...
+    seg[:, :, 3:5, 6:10, 6:10] = 1                           # ... holding a lesion
+    data = np.where(seg < 0, 5.0, 1.0).repeat(2, axis=1)     # a background that augmentation has changed
+    aug = build_augmentation(patch, cfg)
+    np.random.seed(3)
+    for _ in range(5):
+        out = aug(data=data.copy(), seg=seg.copy())
+        assert set(np.unique(out["seg"])) == {0, 1}                          # −1 is trained as background
+        assert (out["data"][:, 0] == 0).sum() == (seg < 0).sum()             # masked channel: 0 exactly outside
+        assert (out["data"][:, 1] == 0).sum() == 0                           # the other channel untouched

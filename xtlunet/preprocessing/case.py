@@ -51,6 +51,8 @@ def preprocess_loaded(lc: LoadedCase, plans: Plans, conf: ConfigurationPlan,
     spacing = [lc.geometry.spacing[a] for a in order]
     shape_before = list(data.shape[1:])
     data, seg, mask, bbox = crop_case(data, seg)
+    if seg is not None:  # background outside the body mask is −1 (nnU-Net's): training masks the image there
+        seg = np.where((seg == 0) & ~mask, -1, seg).astype(np.int16)
     cropped = list(data.shape[1:])
     norm = [normalize_channel(data[c], s, mask if m else None, plans.foreground_intensity_properties[str(c)])
             for c, (s, m) in enumerate(zip(conf.normalization, conf.use_mask_for_norm))]

@@ -16,6 +16,7 @@ from batchgenerators.transforms.color_transforms import (BrightnessMultiplicativ
 from batchgenerators.transforms.noise_transforms import GaussianBlurTransform, GaussianNoiseTransform
 from batchgenerators.transforms.resample_transforms import SimulateLowResolutionTransform
 from batchgenerators.transforms.spatial_transforms import MirrorTransform, SpatialTransform
+from batchgenerators.transforms.utility_transforms import RemoveLabelTransform
 
 from xtlunet.plans import ConfigurationPlan
 
@@ -37,6 +38,7 @@ class AugmentationConfig:
     gamma: tuple[float, float] = (0.7, 1.5)
     mirror_axes: tuple[int, ...] | None = None     # None: every spatial axis of the patch
     in_plane_only: bool = False                   # strongly anisotropic plans: 2D spatial transform per slice
+    mask_channels: tuple[int, ...] = ()            # channels normalised inside the body mask (use_mask_for_norm)
 
     def mirrored(self, dim: int) -> tuple[int, ...]:
         """The spatial axes mirrored in training, hence the ones test-time mirroring may flip (their one home)."""
@@ -48,11 +50,12 @@ def augmentation_config(conf: ConfigurationPlan) -> AugmentationConfig:
     in-plane patch aspect exceeds 1.5; 3D patches by ±30° about every axis."""
     sp, patch, thr = conf.spacing, conf.patch_size, conf.anisotropy_threshold
     dummy_2d = conf.dim == 3 and (max(sp) / min(sp) > thr or max(patch[1:]) / patch[0] > thr)
+    masked = tuple(c for c, m in enumerate(conf.use_mask_for_norm) if m)
     if conf.dim == 2 or dummy_2d:
         plane = patch[-2:]
         return AugmentationConfig(rotation_deg=15.0 if max(plane) / min(plane) > 1.5 else 180.0,
-                                  in_plane_only=dummy_2d)
-    return AugmentationConfig(rotation_deg=30.0)
+                                  in_plane_only=dummy_2d, mask_channels=masked)
+    return AugmentationConfig(rotation_deg=30.0, mask_channels=masked)
 
 
 class SlicesAsChannels(AbstractTransform):
@@ -77,6 +80,22 @@ class ChannelsAsSlices(AbstractTransform):
             shape = batch.pop(f"_{key}_shape", None)
             if shape is not None:
                 batch[key] = batch[key].reshape(shape[0], shape[1], shape[2], *batch[key].shape[2:])
+        return batch
+
+
+class MaskOutside(AbstractTransform):
+    """Channels normalised inside the body mask are set back to 0 where seg is −1 (outside the mask, or outside the
+    image), as preprocessing left them: intensity augmentation never shows the network a background that inference
+    does not see (nnU-Net's MaskImageTransform)."""
+
+    def __init__(self, channels: Sequence[int]) -> None:
+        self.channels = list(channels)
+
+    def __call__(self, **batch):
+        """Zero the masked channels outside."""
+        outside = batch["seg"][:, 0] < 0
+        for c in self.channels:
+            batch["data"][:, c][outside] = 0
         return batch
 
 
@@ -121,4 +140,6 @@ def build_augmentation(patch_size: Sequence[int], cfg: AugmentationConfig | None
     ]
     if mirror:
         transforms.append(MirrorTransform(mirror))
+    if with_seg:  # then, as nnU-Net, outside the body (and the image) is trained as background
+        transforms += [MaskOutside(cfg.mask_channels), RemoveLabelTransform(-1, 0)]
     return Compose(transforms)
