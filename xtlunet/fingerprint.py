@@ -220,6 +220,9 @@ def compute_fingerprint(spec: DatasetSpec, dim: int, num_workers: int = 1, reori
     for r in results:
         counts.update(r[2])
         notes.extend(r[3])
+    if not spec.is_classification and cases and not any(v > 0 and n for v, n in counts.items()):
+        log.warning("every label map of %s is background only: training will refuse to start until labelsTr holds "
+                    "the structures (values %s)", spec.name, ", ".join(map(str, spec.foreground_labels())))
     intensity = {str(c): pooled_intensity_stats([r[1] for r in results], c) for c in range(spec.num_channels)}
     return Fingerprint(spec.name, spec.task, dim, {str(k): v for k, v in spec.channel_names.items()},
                        [r[0] for r in results], intensity, {str(k): v for k, v in sorted(counts.items())},

@@ -106,7 +106,7 @@ def test_segmentation_missing_prediction_is_one_line(run, seg_folders):
     ref_dir, pred_dir, _ = seg_folders
     (pred_dir / "case_1.nii.gz").unlink()
     code, _, err = run("evaluate", "-r", str(ref_dir), "-p", str(pred_dir))
-    assert code == 2 and err.count("\n") == 1 and "no prediction for 1 reference case(s): case_1" in err
+    assert code == 2 and err.count("\n") == 1 and "no prediction for 1 reference case: case_1" in err
 
 
 def test_binary_classification_known_auc(run, tmp_path, roots):
@@ -151,7 +151,7 @@ def test_missing_and_unknown_findings_are_named(run, tmp_path):
     lines = pred.read_text().splitlines()
     pred.write_text("\n".join(lines[:3] + lines[4:]) + "\n")  # drop finding c2/0
     code, _, err = run("evaluate", "-r", str(ref), "-p", str(pred))
-    assert code == 2 and "no prediction for 1 finding(s): c2/0" in err and err.count("\n") == 1
+    assert code == 2 and "no prediction for 1 finding: c2/0" in err and err.count("\n") == 1
     pred.write_text("\n".join(lines + ["c9,1,p,1,2,3,0.5,0.5,benign"]) + "\n")
     code, _, err = run("evaluate", "-r", str(ref), "-p", str(pred))
-    assert code == 2 and "1 predicted finding(s) are not in the reference: c9/1" in err
+    assert code == 2 and "1 predicted finding not in the reference: c9/1" in err

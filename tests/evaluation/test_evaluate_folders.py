@@ -94,7 +94,7 @@ def test_geometry_mismatch_names_the_file_and_the_fix(folders):
 def test_missing_prediction_names_the_case(folders):
     ref_dir, pred_dir, _ = folders
     (pred_dir / "case_002.nii.gz").unlink()
-    with pytest.raises(XtlunetError, match=r"no prediction for 1 reference case\(s\): case_002"):
+    with pytest.raises(XtlunetError, match=r"no prediction for 1 reference case: case_002"):
         evaluate_segmentation_folders(ref_dir, pred_dir, labels=[1])
 
 

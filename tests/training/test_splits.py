@@ -56,3 +56,14 @@ def test_user_splits_are_honoured_and_checked(tmp_path):
     (tmp_path / "splits_final.json").write_text(json.dumps([{"train": ["a", "zz"], "val": ["c"]}]))
     with pytest.raises(XtlunetError, match="unknown cases"):
         load_or_create_splits(tmp_path, ["a", "b", "c"], None, {})
+
+
+@pytest.mark.parametrize("fold, needle", [
+    ({"train": [["a"], "b"], "val": ["c"]}, "fold 0's \"train\" must be a list of case ids"),
+    ({"train": ["a", 3], "val": ["c"]}, "fold 0's \"train\" must be a list of case ids"),
+    ({"train": ["a", "b"], "val": "c"}, "fold 0's \"val\" must be a list of case ids"),
+])
+def test_user_split_fields_of_the_wrong_type_are_refused(tmp_path, fold, needle):
+    (tmp_path / "splits_final.json").write_text(json.dumps([fold]))
+    with pytest.raises(XtlunetError, match=needle):
+        load_or_create_splits(tmp_path, ["a", "b", "c"], None, {})

@@ -1,27 +1,35 @@
 """findings.csv of classification datasets: case_id, finding_id, patient_id, x, y, z, label (LPS mm)."""
 from __future__ import annotations
 
-import csv
+import itertools
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
-from xtlunet.errors import XtlunetError
+from xtlunet.dataset.csv_table import ID, INT, OPTIONAL_FLOAT, TEXT, Column, Kind, Row, Table, read_table
+from xtlunet.dataset.geometry import Geometry
+from xtlunet.dataset.integrity_files import ImageHeader, Problem, inspect_header
+from xtlunet.dataset.spec import Case
+from xtlunet.errors import XtlunetError, plural
 
 COLUMNS = ("case_id", "finding_id", "patient_id", "x", "y", "z", "label")
+AXES = ("x", "y", "z")
+_HEADER_FIX = f"the header must be: {','.join(COLUMNS)}"
 
 
 @dataclass(frozen=True)
 class Finding:
-    """One lesion (or a whole-image label when x, y, z are None)."""
+    """One lesion (or a whole-image label when x, y, z are None); `line` is its row in the CSV (0: not from one)."""
 
     case_id: str
     finding_id: str
     patient_id: str
     position: tuple[float, float, float] | None
     label: int
+    line: int = field(default=0, compare=False)
 
     @property
     def key(self) -> str:
@@ -29,66 +37,70 @@ class Finding:
         return f"{self.case_id}/{self.finding_id}"
 
 
-def read_findings(path: Path, classes: dict[str, int], labelled: bool = True) -> list[Finding]:
-    """Parse findings.csv; labels may be class names or integers (optional, −1, when not labelled)."""
+def read_findings(path: Path, classes: dict[str, int], labelled: bool = True,
+                  cases: Sequence[Case] | None = None) -> list[Finding]:
+    """Parse findings.csv; labels may be class names or integers (optional, −1, when not labelled).
+
+    With `cases`, a located finding of one of them must lie inside the case's channel-0 image
+    (`check_inside_images`, the check of `plan-and-preprocess --verify`).
+    """
     if not path.is_file():
         raise XtlunetError("findings file is missing", path=path, fix="create it or fix \"findings\" in dataset.json")
-    try:
-        out = _read_rows(path, classes, labelled)
-    except (csv.Error, UnicodeDecodeError) as exc:
-        raise XtlunetError(f"findings.csv is not a readable UTF-8 CSV file ({exc})", path=path,
-                           fix=f"save it as plain UTF-8 CSV with the header {','.join(COLUMNS)}") from None
+    table = read_table(path, finding_columns(classes, labelled), _HEADER_FIX)
+    given = [a for a in AXES if a in table.header]
+    if given and len(given) < len(AXES):
+        raise XtlunetError(f"{path.name} lacks columns {', '.join(a for a in AXES if a not in given)}", path=path,
+                           fix=f"give all of x, y, z (or none, for whole-image labels); {_HEADER_FIX}")
+    out = [_finding(table, row) for row in table.rows]
     if not out:
-        raise XtlunetError("findings.csv has no rows", path=path, fix="add one row per finding")
+        raise XtlunetError(f"{path.name} has no rows", path=path, fix="add one row per finding")
     dup = sorted(k for k, n in Counter(f.key for f in out).items() if n > 1)
     if dup:
         raise XtlunetError(f"duplicate finding ids {', '.join(dup[:3])}", path=path, fix="make case_id/finding_id unique")
+    if cases is not None:
+        check_inside_images(path, out, cases)
     return out
 
 
-def _read_rows(path: Path, classes: dict[str, int], labelled: bool) -> list[Finding]:
-    """Parse the header and every row of findings.csv."""
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        optional = ("x", "y", "z", "patient_id") + (() if labelled else ("label",))
-        missing = [c for c in COLUMNS if c not in header and c not in optional]
-        missing += [c for c in ("x", "y", "z") if c not in header and any(a in header for a in ("x", "y", "z"))]
-        if missing:
-            raise XtlunetError(f"findings.csv lacks columns {', '.join(missing)}", path=path,
-                               fix=f"the header must be: {','.join(COLUMNS)}")
-        values = set(classes.values()) | (set() if labelled else {-1})
-        return [_parse_row({k.strip(): (v or "").strip() for k, v in row.items() if isinstance(k, str)},
-                           line, path, classes, values)
-                for line, row in enumerate(reader, start=2)]
+def finding_columns(classes: dict[str, int], labelled: bool) -> list[Column]:
+    """The column spec of findings.csv: x, y, z and patient_id optional, label optional when not labelled."""
+    coords = "write world coordinates in LPS mm (all three empty for a whole-image label)"
+    return [Column("case_id", ID, fix="fill in the case id"), Column("finding_id", TEXT),
+            Column("patient_id", TEXT, required=False, default=""),
+            *(Column(a, OPTIONAL_FLOAT, required=False, fix=coords) for a in AXES),
+            Column("label", label_kind(classes, labelled), required=labelled, default=-1,
+                   fix="use a class name or value from dataset.json \"classes\"")]
 
 
-def _parse_row(row: dict[str, str], line: int, path: Path, classes: dict[str, int], values: set[int]) -> Finding:
-    """Parse one findings.csv row."""
-    label_text = row.get("label", "")
-    if label_text in classes:
-        label = classes[label_text]
-    else:
-        try:
-            label = int(float(label_text))
-        except ValueError:
-            label = -1
-    if label not in values:
-        raise XtlunetError(f"line {line}: label '{label_text}' is not one of the classes {classes}", path=path,
-                           fix="use a class name or value from dataset.json \"classes\"")
-    coords = [row.get(a, "") for a in ("x", "y", "z")]
-    if all(c == "" for c in coords):
-        pos = None
-    else:
-        try:
-            pos = tuple(float(c) for c in coords)
-        except ValueError:
-            raise XtlunetError(f"line {line}: x, y, z must be numbers in mm (or all empty)", path=path,
-                               fix="write world coordinates in LPS mm") from None
-    if not row.get("case_id"):
-        raise XtlunetError(f"line {line}: case_id is empty", path=path, fix="fill in the case id")
-    fid = row.get("finding_id") or "0"
-    return Finding(row["case_id"], fid, row.get("patient_id") or row["case_id"], pos, label)
+def label_kind(classes: dict[str, int], labelled: bool) -> Kind:
+    """A class name or value of `classes` (empty, −1, allowed when not labelled)."""
+    values = set(classes.values())
+
+    def parse(text: str) -> int:
+        """The class value of a name or an integer."""
+        if text in classes:
+            return classes[text]
+        if not labelled and text in ("", "-1"):
+            return -1
+        value = INT.parse(text)
+        if value not in values:
+            raise ValueError(text)
+        return value
+
+    named = ", ".join(f"{v} {n}" for n, v in sorted(classes.items(), key=lambda kv: kv[1]))
+    return Kind(parse, f"one of the classes ({named})" + ("" if labelled else " or empty"))
+
+
+def _finding(table: Table, row: Row) -> Finding:
+    """One checked row as a Finding: x, y, z all given or all empty."""
+    coords = [row[a] for a in AXES]
+    if any(c is None for c in coords) and not all(c is None for c in coords):
+        empty = next(a for a, c in zip(AXES, coords) if c is None)
+        raise table.error(row, empty, "is empty while other coordinates are given",
+                          "give x, y and z in LPS mm, or leave all three empty for a whole-image label")
+    pos = None if coords[0] is None else tuple(coords)
+    return Finding(row["case_id"], row["finding_id"] or "0", row["patient_id"] or row["case_id"], pos, row["label"],
+                   row.line)
 
 
 def case_patients(findings: list[Finding]) -> tuple[dict[str, str], dict[str, list[str]]]:
@@ -128,3 +140,64 @@ def finding_center(index: object, shape: tuple[int, ...]) -> np.ndarray:
     """A finding's voxel position in a preprocessed array (C, *spatial): its index, or the image centre for a
     whole-image label (index None)."""
     return np.asarray(index if index is not None else [(n - 1) / 2 for n in shape[1:]], dtype=float)
+
+
+# ---------------------------------------------------------------- geometry: a finding must lie inside its image
+
+def check_inside_images(path: Path, findings: Sequence[Finding], cases: Sequence[Case]) -> None:
+    """Refuse (one line) findings whose position lies outside their case's channel-0 image (header read only)."""
+    images = {c.case_id: c.image_files[0] for c in cases}
+    headers: dict[str, ImageHeader | Problem] = {}
+    problems: list[Problem] = []
+    for f in findings:
+        if f.position is None or f.case_id not in images:
+            continue
+        if f.case_id not in headers:
+            headers[f.case_id] = inspect_header(images[f.case_id])
+        header = headers[f.case_id]
+        if isinstance(header, ImageHeader):  # an unreadable image is refused where it is read
+            problem = position_problem(path, f, header.geometry_as(header.effective_ndim()), header.path.name)
+            problems += [problem] if problem is not None else []
+    if problems:
+        more = f" (and {plural(len(problems) - 1, 'more finding')} outside their images)" if len(problems) > 1 else ""
+        raise XtlunetError(problems[0].what + more, path=problems[0].path, fix=problems[0].fix)
+
+
+def position_problem(path: Path, finding: Finding, grid: Geometry, image: str) -> Problem | None:
+    """A finding whose LPS world position lies outside its case's channel-0 image: how far (mm) and where."""
+    assert finding.position is not None
+    point = np.asarray(finding.position[: grid.ndim], dtype=np.float64)
+    try:
+        index = grid.world_to_index(point)
+    except np.linalg.LinAlgError:
+        return None
+    if grid.contains_index(index):
+        return None
+    lo, hi = world_extent(grid)
+    extent = ", ".join(f"{a} {lo_:.1f}..{hi_:.1f}" for a, lo_, hi_ in zip("xyz", lo, hi))
+    coords = ", ".join(f"{v:.1f}" for v in point)
+    flipped = point.copy()
+    flipped[:2] *= -1
+    hint = ("; with x and y negated it would lie inside, so the coordinates look like RAS"
+            if grid.contains_index(grid.world_to_index(flipped)) else "")
+    where = f"{path.name} line {finding.line}: " if finding.line else ""
+    return Problem(str(path), f"{where}finding {finding.key} at ({coords}) mm LPS lies outside {image} by "
+                              f"{distance_outside_mm(grid, index):.1f} mm (voxel index z, y, x = "
+                              f"{', '.join(f'{i:.1f}' for i in index)}; image shape {grid.shape}, extent {extent} mm)"
+                              f"{hint}",
+                   "give the finding's position in LPS world mm within its own case's image "
+                   "(negate x and y of RAS coordinates)")
+
+
+def distance_outside_mm(grid: Geometry, index: np.ndarray) -> float:
+    """Distance (mm) from a continuous array index to the nearest point of the image's voxel box."""
+    upper = np.asarray(grid.shape, dtype=np.float64) - 0.5
+    excess = np.maximum(np.maximum(-0.5 - index, index - upper), 0.0)
+    return float(np.linalg.norm(excess * np.asarray(grid.spacing, dtype=np.float64)))
+
+
+def world_extent(grid: Geometry) -> tuple[np.ndarray, np.ndarray]:
+    """Per-axis (x, y, z) minimum and maximum world coordinate covered by the voxels (LPS mm)."""
+    bounds = [(-0.5, s - 0.5) for s in grid.shape]
+    corners = np.array([grid.index_to_world(c) for c in itertools.product(*bounds)])
+    return corners.min(axis=0), corners.max(axis=0)

@@ -1,8 +1,8 @@
 """Dataset integrity check: every problem of a raw dataset at once, each naming its file and a fix.
 
-`deep=False` reads image headers only (layout, dimension, geometry, findings positions); `deep=True`
-also reads the voxels (truncated .nii.gz data, NaN/Inf, label values). Per-file checks live in
-`integrity_files`.
+`deep=False` reads image headers only (layout, dimension, geometry, the spacing as stored, the data size a header
+claims against the file's size — a truncated or lying file —, findings positions); `deep=True` also reads the voxels
+(corrupt compressed data, NaN/Inf, label values). Per-file checks live in `integrity_files`.
 """
 from __future__ import annotations
 
@@ -11,16 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import numpy as np
-
-from xtlunet.dataset.findings import Finding, case_patients, read_findings
+from xtlunet.dataset.findings import Finding, case_patients, position_problem, read_findings
 from xtlunet.dataset.geometry import Geometry
 from xtlunet.dataset.integrity_files import (ImageHeader, Problem, component_problems, dimension_problems,
                                              finite_problems, header_problems, inspect_header, label_value_problems,
                                              non_finite_problem, read_pixels, scan_nifti)
-from xtlunet.dataset.io import file_ending, is_nifti
-from xtlunet.dataset.spec import Case, DatasetSpec, channel_of
-from xtlunet.errors import XtlunetError
+from xtlunet.dataset.io import is_nifti
+from xtlunet.dataset.spec import Case, DatasetSpec, channel_of, name_problem
+from xtlunet.errors import XtlunetError, plural
 from xtlunet.utils.parallel import map_cases
 
 __all__ = ["Problem", "check_dataset", "verify_dataset", "dataset_dimension"]
@@ -68,7 +66,7 @@ def verify_dataset(spec: DatasetSpec, deep: bool = True, num_workers: int = 1) -
     """Raise one XtlunetError listing every problem (in `details`) if the dataset has any."""
     problems = check_dataset(spec, deep=deep, num_workers=num_workers)
     if problems:
-        raise XtlunetError(f"dataset check found {len(problems)} problems in {spec.name}", path=spec.root,
+        raise XtlunetError(f"dataset check found {plural(len(problems), 'problem')} in {spec.name}", path=spec.root,
                            fix="fix the files listed above, then re-run", details=[p.line() for p in problems])
 
 
@@ -109,12 +107,10 @@ def naming_problems(spec: DatasetSpec, folder: Path) -> list[Problem]:
     for f in _visible_files(folder):
         channel = channel_of(f.name, ending)
         if channel is None:
-            hint = (f"; it ends in {file_ending(f)} but dataset.json file_ending is {ending}"
-                    if not f.name.endswith(ending) else "")
-            out.append(Problem(str(f), f"file name does not match CASE_XXXX{ending} (XXXX: 4-digit channel index){hint}",
-                               f"rename it to CASE_XXXX{ending} or move it out of {folder.name}"))
+            what, fix = name_problem(f.name, ending) or ("", "")
+            out.append(Problem(str(f), what, f"{fix} or move it out of {folder.name}"))
         elif channel[1] >= n:
-            out.append(Problem(str(f), f"unknown channel {channel[1]:04d}: dataset.json declares {n} channel(s) "
+            out.append(Problem(str(f), f"unknown channel {channel[1]:04d}: dataset.json declares {plural(n, 'channel')} "
                                        f"(0000–{n - 1:04d})",
                                "remove the file, or add the channel to channel_names in dataset.json"))
     return out
@@ -155,9 +151,8 @@ def label_file_problems(spec: DatasetSpec, train: Sequence[Case]) -> list[Proble
            for c in train if c.label_file is not None and not c.label_file.is_file()]
     ids = {c.case_id for c in train}
     for f in _visible_files(folder):
-        if not f.name.endswith(ending):
-            out.append(Problem(str(f), f"file name does not match CASE{ending}",
-                               f"rename it to CASE{ending} or move it out of labelsTr"))
+        if (bad := name_problem(f.name, ending, channel=False)) is not None:
+            out.append(Problem(str(f), bad[0], f"{bad[1]} or move it out of labelsTr"))
         elif f.name[: -len(ending)] not in ids:
             cid = f.name[: -len(ending)]
             out.append(Problem(str(f), f"label map has no images in imagesTr (orphan: no {cid}_0000{ending})",
@@ -196,19 +191,29 @@ def check_case(job: _CaseJob) -> _CaseResult:
     ref = next(((f, g) for f, g in zip(case.image_files, grids) if g is not None), None)
     if job.same_grid and ref is not None:
         for f, g in zip(case.image_files, grids):
-            if g is not None and f != ref[0] and (diff := g.mismatch(ref[1])):
-                problems.append(Problem(str(f), f"channel grid differs from {ref[0].name} ({'; '.join(diff)})",
-                                        "resample all channels of a case onto one grid (segmentation datasets "
-                                        "need voxel-aligned channels)"))
+            if g is not None and f != ref[0] and (p := grid_problem(f, g, *ref, is_label=False)) is not None:
+                problems.append(p)
     label = case.label_file
     if label is not None and label.is_file():
         g = check_file(label, job, True, problems)
-        if g is not None and ref is not None and (diff := g.mismatch(ref[1])):
-            problems.append(Problem(str(label), f"label grid differs from its image {ref[0].name} "
-                                                f"(label vs image: {'; '.join(diff)})",
-                                    "save the label map with its image's size, spacing, origin and direction "
-                                    "(resample with nearest-neighbour)"))
+        if g is not None and ref is not None and (p := grid_problem(label, g, *ref, is_label=True)) is not None:
+            problems.append(p)
     return _CaseResult(case.case_id, grids[0], problems)
+
+
+def grid_problem(path: Path, grid: Geometry, ref_path: Path, ref_grid: Geometry, is_label: bool) -> Problem | None:
+    """A label map or further channel whose voxel grid differs from its case's channel-0 image, else None."""
+    diff = grid.mismatch(ref_grid)
+    if not diff:
+        return None
+    if is_label:
+        return Problem(str(path), f"label grid differs from its image {ref_path.name} (label vs image: "
+                                  f"{'; '.join(diff)})",
+                       "save the label map with its image's size, spacing, origin and direction "
+                       "(resample with nearest-neighbour)")
+    return Problem(str(path), f"channel grid differs from {ref_path.name} ({'; '.join(diff)})",
+                   "resample all channels of a case onto one grid (segmentation datasets need voxel-aligned "
+                   "channels)")
 
 
 def check_file(path: Path, job: _CaseJob, is_label: bool, problems: list[Problem]) -> Geometry | None:
@@ -262,7 +267,8 @@ def findings_problems(spec: DatasetSpec, grids: dict[str, Geometry | None] | Non
     for f in findings:
         grid = grids.get(f.case_id)
         if f.position is not None and grid is not None:
-            out += position_problems(path, f, grid, f"{f.case_id}_0000{spec.file_ending}")
+            problem = position_problem(path, f, grid, f"{f.case_id}_0000{spec.file_ending}")
+            out += [problem] if problem is not None else []
     return out
 
 
@@ -271,34 +277,3 @@ def patient_problems(path: Path, findings: Sequence[Finding]) -> list[Problem]:
     return [Problem(str(path), f"case {cid} has findings with different patient ids ({', '.join(ids)})",
                     "give every finding of a case the same patient_id")
             for cid, ids in case_patients(list(findings))[1].items()]
-
-
-def position_problems(path: Path, finding: Finding, grid: Geometry, image: str) -> list[Problem]:
-    """A finding whose LPS world position lies outside its case's channel-0 image."""
-    assert finding.position is not None
-    point = np.asarray(finding.position[: grid.ndim], dtype=np.float64)
-    try:
-        index = grid.world_to_index(point)
-    except np.linalg.LinAlgError:
-        return []
-    if grid.contains_index(index):
-        return []
-    lo, hi = world_extent(grid)
-    extent = ", ".join(f"{a} {lo_:.1f}..{hi_:.1f}" for a, lo_, hi_ in zip("xyz", lo, hi))
-    coords = ", ".join(f"{v:.1f}" for v in point)
-    flipped = point.copy()
-    flipped[:2] *= -1
-    hint = ("; with x and y negated it would lie inside, so the coordinates look like RAS"
-            if grid.contains_index(grid.world_to_index(flipped)) else "")
-    return [Problem(str(path), f"finding {finding.key} at ({coords}) mm LPS lies outside {image} "
-                               f"(voxel index z, y, x = {', '.join(f'{i:.1f}' for i in index)}; "
-                               f"image shape {grid.shape}, extent {extent} mm){hint}",
-                    "give the finding's position in LPS world mm within its own case's image "
-                    "(negate x and y of RAS coordinates)")]
-
-
-def world_extent(grid: Geometry) -> tuple[np.ndarray, np.ndarray]:
-    """Per-axis (x, y, z) minimum and maximum world coordinate covered by the voxels (LPS mm)."""
-    bounds = [(-0.5, s - 0.5) for s in grid.shape]
-    corners = np.array([grid.index_to_world(c) for c in itertools.product(*bounds)])
-    return corners.min(axis=0), corners.max(axis=0)

@@ -5,8 +5,6 @@ Each check returns a list of `Problem`s (empty when the file is fine) and never 
 from __future__ import annotations
 
 import gzip
-import re
-import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +14,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from xtlunet.dataset.geometry import Geometry
-from xtlunet.dataset.io import geometry_of, header_reader, is_nifti
+from xtlunet.dataset.header_claims import nifti_header
+from xtlunet.dataset.io import checked_header, geometry_of, is_nifti, itk_message
+from xtlunet.errors import XtlunetError
 
 _REREAD = "re-export or re-copy the file"
 
@@ -32,6 +32,10 @@ class Problem:
     def line(self) -> str:
         """Render as one line: 'PATH: WHAT — fix: FIX'."""
         return f"{self.path}: {self.what} — fix: {self.fix}".replace("\n", " ")
+
+    def error(self) -> XtlunetError:
+        """The problem as a user error (for the commands that stop at the first one)."""
+        return XtlunetError(self.what, path=self.path, fix=self.fix)
 
 
 @dataclass(frozen=True)
@@ -54,38 +58,22 @@ class ImageHeader:
         return g.without_slice_axis() if ndim == 2 and g.is_single_slice() else g
 
 
-def itk_message(exc: BaseException) -> str:
-    """The informative part of a SimpleITK/ITK exception text, on one short line."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    line = next((ln for ln in lines if "ERROR" in ln), lines[-1] if lines else "unreadable")
-    line = re.sub(r"^.*?ERROR:\s*(\w+\(0x[0-9a-fA-F]+\):\s*)?", "", line)
-    return line[:160] or "unreadable"
-
-
 def inspect_header(path: Path) -> ImageHeader | Problem:
-    """Read one image header (no pixel data); a missing, empty or unreadable file is a Problem."""
-    if not path.is_file():
-        return Problem(str(path), "file not found", "check the file name and the dataset's file_ending")
-    if path.stat().st_size == 0:
-        return Problem(str(path), "file is empty (0 bytes)", _REREAD)
+    """Read one image header (no pixel data); a missing, empty, unreadable or lying file is a Problem."""
     try:
-        reader = header_reader(path)
-    except RuntimeError as exc:
-        return Problem(str(path), f"cannot read the image header ({itk_message(exc)})",
-                       f"check the file is a complete image in a format SimpleITK reads; {_REREAD}")
+        reader = checked_header(path)
+    except XtlunetError as exc:
+        return Problem(str(path), exc.what, exc.fix or _REREAD)
     return ImageHeader(path, int(reader.GetDimension()), int(reader.GetNumberOfComponents()),
                        sitk.GetPixelIDValueAsString(reader.GetPixelID()), geometry_of(reader))
 
 
 def header_problems(h: ImageHeader) -> list[Problem]:
-    """Empty extent, non-positive spacing or a singular direction matrix."""
+    """Empty extent or a singular direction matrix (the spacing is checked as stored, by io.checked_header)."""
     out = []
     g = h.geometry
     if any(s == 0 for s in g.shape):
         out.append(Problem(str(h.path), f"image has no voxels (shape {g.shape})", _REREAD))
-    if not all(np.isfinite(s) and s > 0 for s in g.spacing):
-        out.append(Problem(str(h.path), f"voxel spacing {g.spacing} is not positive",
-                           "write the true voxel size (mm) into the header"))
     direction = np.asarray(g.direction, dtype=np.float64)
     n = int(round(np.sqrt(direction.size)))
     if n * n != direction.size or not np.all(np.isfinite(direction)) or abs(np.linalg.det(direction.reshape(n, n))) < 1e-6:
@@ -116,9 +104,6 @@ def component_problems(h: ImageHeader, dataset_ndim: int, is_label: bool) -> lis
     return [Problem(str(h.path), f"{kind} has {h.components} components per voxel ({h.pixel_type})", fix)]
 
 
-_NIFTI_FLOATS = {16: "f4", 64: "f8"}
-
-
 @dataclass(frozen=True)
 class NiftiLayout:
     """Where the voxel data of a single-file NIfTI lies, and its dtype when floating point."""
@@ -128,24 +113,14 @@ class NiftiLayout:
     float_dtype: np.dtype | None
 
 
-def nifti_layout(head: bytes) -> NiftiLayout | None:
-    """The data layout of a NIfTI-1/2 file from its first 540 bytes (None if not NIfTI)."""
-    for order in "<>":
-        if len(head) >= 348 and struct.unpack(order + "i", head[:4])[0] == 348:
-            datatype, bitpix = struct.unpack(order + "2h", head[70:74])
-            dims = struct.unpack(order + "8h", head[40:56])
-            offset = struct.unpack(order + "f", head[108:112])[0]
-        elif len(head) >= 540 and struct.unpack(order + "i", head[:4])[0] == 540:
-            datatype, bitpix = struct.unpack(order + "2h", head[12:16])
-            dims = struct.unpack(order + "8q", head[16:80])
-            offset = struct.unpack(order + "q", head[168:176])[0]
-        else:
-            continue
-        n = min(max(int(dims[0]), 0), 7)
-        count = int(np.prod([max(int(d), 1) for d in dims[1:1 + n]], dtype=np.int64))
-        dtype = np.dtype(order + _NIFTI_FLOATS[datatype]) if datatype in _NIFTI_FLOATS else None
-        return NiftiLayout(int(offset), count * max(int(bitpix), 0) // 8, dtype)
-    return None
+def nifti_layout(path: Path) -> NiftiLayout | None:
+    """The data layout a NIfTI-1/2 file's header declares, read as stored (None if it is not NIfTI)."""
+    header = nifti_header(path)
+    if header is None:
+        return None
+    dtype = header.get_data_dtype()
+    count = int(np.prod([max(int(d), 1) for d in header.get_data_shape()], dtype=np.int64))
+    return NiftiLayout(int(header.get_data_offset()), count * dtype.itemsize, dtype if dtype.kind == "f" else None)
 
 
 @dataclass
@@ -157,35 +132,26 @@ class NiftiScan:
 
 
 def scan_nifti(path: Path, deep: bool) -> NiftiScan:
-    """Truncated data and NaN/Inf voxels of a NIfTI file, both of which ITK reads silently (as 0).
-
-    Without `deep` only an uncompressed file's size is checked; with it the data is streamed once.
-    """
-    compressed = path.name.lower().endswith(".gz")
-    if not is_nifti(path) or (compressed and not deep):
+    """With `deep`, stream a NIfTI file once: corrupt compressed data and NaN/Inf voxels, which ITK reads silently
+    (as 0). A file too short for its header's data size never gets here (io.checked_header refuses it)."""
+    if not deep or not is_nifti(path):
+        return NiftiScan([])
+    layout = nifti_layout(path)
+    if layout is None:
         return NiftiScan([])
     try:
-        with (gzip.open if compressed else open)(path, "rb") as fh:
-            head = fh.read(540)
-            layout = nifti_layout(head)
-            if layout is None:
-                return NiftiScan([])
-            total, bad = _stream_nifti(fh, head, layout) if deep else (path.stat().st_size, 0)
+        with (gzip.open if path.name.lower().endswith(".gz") else open)(path, "rb") as fh:
+            bad = _stream_nifti(fh, layout)
     except (EOFError, OSError, zlib.error) as exc:
         return NiftiScan([Problem(str(path), f"compressed data is truncated or corrupt "
                                              f"({type(exc).__name__}: {exc})", _REREAD)])
-    expected = layout.offset + layout.nbytes
-    if total < expected:
-        return NiftiScan([Problem(str(path), f"file is truncated: {total} of {expected} bytes present "
-                                             "(the missing voxels would silently read as 0)", _REREAD)], bad)
     return NiftiScan([], bad)
 
 
-def _stream_nifti(fh: BinaryIO, head: bytes, layout: NiftiLayout) -> tuple[int, int]:
-    """(bytes in the file, non-finite voxels) reading `fh` to its end, `head` being what was read already."""
+def _stream_nifti(fh: BinaryIO, layout: NiftiLayout) -> int:
+    """Non-finite voxels of a NIfTI file, reading `fh` from its start to its end in 4 MiB chunks."""
     total, bad, carry = 0, 0, b""
-    chunk = head
-    while chunk:
+    while chunk := fh.read(1 << 22):
         start, total = total, total + len(chunk)
         lo, hi = max(layout.offset - start, 0), min(layout.offset + layout.nbytes - start, len(chunk))
         if layout.float_dtype is not None and lo < hi:
@@ -194,8 +160,7 @@ def _stream_nifti(fh: BinaryIO, head: bytes, layout: NiftiLayout) -> tuple[int, 
             values = np.frombuffer(data[:usable], dtype=layout.float_dtype)
             bad += int(values.size - np.count_nonzero(np.isfinite(values)))
             carry = data[usable:]
-        chunk = fh.read(1 << 22)
-    return total, bad
+    return bad
 
 
 def read_pixels(path: Path) -> np.ndarray | Problem:

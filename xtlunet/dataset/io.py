@@ -1,6 +1,7 @@
 """Reading and writing images with their exact geometry (SimpleITK: NIfTI, MHA, NRRD, PNG, DICOM)."""
 from __future__ import annotations
 
+import re
 import zlib
 from pathlib import Path
 
@@ -8,6 +9,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from xtlunet.dataset.geometry import Geometry
+from xtlunet.dataset.header_claims import (FIX_SIZE, FIX_SPACING, data_claim, nifti_header, size_problem,
+                                           spacing_problem)
 from xtlunet.errors import XtlunetError
 from xtlunet.utils.atomic import atomic_path
 
@@ -45,18 +48,26 @@ def header_reader(path: str | Path) -> sitk.ImageFileReader:
 
 
 def read_header(path: str | Path) -> Geometry:
-    """The geometry of an image from its header alone; a missing, empty or unreadable file raises XtlunetError."""
-    return geometry_of(_checked_header(Path(path)))
+    """The geometry of an image from its header alone; a missing, empty, unreadable or lying file is an XtlunetError."""
+    return geometry_of(checked_header(Path(path)))
 
 
-def _checked_header(path: Path) -> sitk.ImageFileReader:
-    """The read header of `path`; a missing, empty or unreadable file raises XtlunetError naming it."""
+def checked_header(path: Path) -> sitk.ImageFileReader:
+    """The read header of `path`, which every image read goes through: a missing, empty or unreadable file, a zero or
+    negative spacing as stored (not as ITK repairs it), or a data size the file cannot hold raises XtlunetError."""
     _check_file(path)
     try:
-        return header_reader(path)
+        reader = header_reader(path)
     except RuntimeError as exc:
-        raise XtlunetError(f"cannot read image header ({_itk_message(exc)})", path=path,
+        raise XtlunetError(f"cannot read image header ({itk_message(exc)})", path=path,
                            fix="check the file is a complete, valid image (re-export or re-copy it)") from None
+    header = nifti_header(path) if is_nifti(path) else None
+    if (what := spacing_problem(reader, header)) is not None:
+        raise XtlunetError(what, path=path, fix=FIX_SPACING)
+    claim = data_claim(path, reader, header)
+    if claim is not None and (what := size_problem(path, claim)) is not None:
+        raise XtlunetError(what, path=path, fix=FIX_SIZE)
+    return reader
 
 
 def _check_file(path: Path) -> None:
@@ -67,20 +78,22 @@ def _check_file(path: Path) -> None:
         raise XtlunetError("image file is empty (0 bytes)", path=path, fix="re-export or re-copy the file")
 
 
-def _itk_message(exc: BaseException) -> str:
-    """The last line of an ITK exception, shortened."""
-    text = str(exc).strip()
-    return text.splitlines()[-1][:160] if text else "unreadable"
+def itk_message(exc: BaseException) -> str:
+    """The informative part of a SimpleITK/ITK exception text, on one short line."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    line = next((ln for ln in lines if "ERROR" in ln), lines[-1] if lines else "unreadable")
+    line = re.sub(r"^.*?ERROR:\s*(\w+\(0x[0-9a-fA-F]+\):\s*)?", "", line)
+    return line[:160] or "unreadable"
 
 
 def read_sitk(path: str | Path, expected_ndim: int | None = None) -> sitk.Image:
     """Read an image with SimpleITK, turning every failure into an XtlunetError naming the file."""
     path = Path(path)
-    _check_file(path)
+    checked_header(path)
     try:
         img = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        raise XtlunetError(f"cannot read image ({_itk_message(exc)})", path=path,
+        raise XtlunetError(f"cannot read image ({itk_message(exc)})", path=path,
                            fix="check the file is a complete, valid image (re-export or re-copy it)") from None
     if img.GetNumberOfComponentsPerPixel() > 1:
         if img.GetDimension() == 2 and img.GetNumberOfComponentsPerPixel() in (3, 4):
@@ -124,7 +137,7 @@ def _nifti_voxels(path: Path, shape: tuple[int, ...]) -> np.ndarray:
 
 def _nifti_header(path: Path, expected_ndim: int | None) -> Geometry | None:
     """Geometry of a single-component NIfTI file from its header alone (None for multi-component files)."""
-    reader = _checked_header(path)
+    reader = checked_header(path)
     if reader.GetNumberOfComponents() != 1:
         return None
     geo = geometry_of(reader)

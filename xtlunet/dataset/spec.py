@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xtlunet.dataset.io import SUPPORTED_ENDINGS
 from xtlunet.errors import XtlunetError, did_you_mean
 from xtlunet.utils.atomic import read_json
 
@@ -151,6 +152,43 @@ def channel_of(filename: str, file_ending: str) -> tuple[str, int] | None:
     return (m.group(1), int(m.group(2))) if m else None
 
 
+def name_problem(filename: str, ending: str, channel: bool = True) -> tuple[str, str] | None:
+    """(what, fix) when a file name is not CASE_XXXX<ending> (a channel file) or CASE<ending> (a label map)."""
+    pattern = f"CASE_XXXX{ending}" if channel else f"CASE{ending}"
+    if (reason := ending_problem(filename, ending)) is not None:
+        written = written_ending(filename)
+        fix = (f"rename it to {filename[: -len(written)]}{ending}" if written.lower() == ending.lower()
+               else f"save it as {pattern}")
+        return f"file name does not match {pattern}: {reason}", fix
+    if not channel or channel_of(filename, ending):
+        return None
+    return f"file name does not match {pattern} (XXXX: 4-digit channel index)", f"rename it to {pattern}"
+
+
+def ending_problem(filename: str, ending: str) -> str | None:
+    """Why a file name does not end in dataset.json's file_ending; None when it does.
+
+    Endings are matched exactly, letter case included: case ids, label and output names are built from the
+    file_ending, so 'X.NII.GZ' would be another name than 'X.nii.gz' on a case-sensitive file system.
+    """
+    if filename.endswith(ending):
+        return None
+    written = written_ending(filename)
+    if written.lower() == ending.lower():
+        return (f"its ending {written} differs from dataset.json's file_ending {ending} in letter case only, and "
+                "endings are matched exactly")
+    if not written:
+        return f"it has no ending (dataset.json's file_ending is {ending})"
+    return f"it ends in {written}, not in dataset.json's file_ending {ending}"
+
+
+def written_ending(filename: str) -> str:
+    """A file name's ending as written, letter case kept: a known image ending ('.NII.GZ'), else its last suffix."""
+    low = filename.lower()
+    known = next((e for e in SUPPORTED_ENDINGS if low.endswith(e)), None)
+    return filename[-len(known):] if known else Path(filename).suffix
+
+
 def discover_cases(folder: Path, ending: str, num_channels: int, label_folder: Path | None = None) -> list[Case]:
     """Group `CASE_XXXX<ending>` files of a folder into cases (expected channel paths, present or not)."""
     ids: set[str] = set()
@@ -167,9 +205,12 @@ def discover_cases(folder: Path, ending: str, num_channels: int, label_folder: P
 
 
 def find_dataset(dataset: str | int, raw: Path) -> Path:
-    """The raw folder of a dataset given by id (1, '001') or full name ('Dataset001_X')."""
+    """The folder of a dataset given by id (1, '001') or full name ('Dataset001_X') under a data root."""
     if not raw.is_dir():
-        raise XtlunetError("raw data root does not exist", path=raw, fix="create it or point XTLUNET_raw elsewhere")
+        from xtlunet.paths import root_of
+
+        var = (root_of(raw) or ("the data root", raw))[0]
+        raise XtlunetError(f"data root {var} does not exist", path=raw, fix=f"create it or point {var} elsewhere")
     names = sorted(p.name for p in raw.iterdir() if p.is_dir() and _DATASET_DIR.match(p.name))
     text = str(dataset)
     if text in names:

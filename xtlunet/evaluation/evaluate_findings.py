@@ -6,15 +6,15 @@ sensitivity/specificity at the Youden point and roc.png; more classes: the same 
 """
 from __future__ import annotations
 
-import csv
 import re
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
+from xtlunet.dataset.csv_table import ID, PROBABILITY, TEXT, Column, read_table
 from xtlunet.dataset.findings import Finding, read_findings
-from xtlunet.errors import XtlunetError
+from xtlunet.errors import XtlunetError, plural
 from xtlunet.evaluation.classification_metrics import auc_with_ci, roc_png, youden_point
 from xtlunet.evaluation.compare import few
 from xtlunet.evaluation.tables import write_csv
@@ -38,30 +38,24 @@ def predictions_file(pred: str | Path) -> Path:
 
 def read_predictions(path: Path) -> tuple[list[str], dict[str, list[float]]]:
     """(class names of the p_<name> (or p<k>) columns in order, {case_id/finding_id: probabilities})."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            header = [h.strip() for h in reader.fieldnames or []]
-            columns = [h for h in header if _PROB_COLUMN.match(h)]
-            if "case_id" not in header or not columns:
-                raise XtlunetError("predictions lack a case_id column or p_<class> columns", path=path,
-                                   fix=_FORMAT_FIX)
-            probs: dict[str, list[float]] = {}
-            for line, raw in enumerate(reader, start=2):
-                row = {k.strip(): (v or "").strip() for k, v in raw.items() if isinstance(k, str)}
-                key = f"{row['case_id']}/{row.get('finding_id') or '0'}"
-                if key in probs:
-                    raise XtlunetError(f"line {line}: finding {key} is predicted twice", path=path,
-                                       fix="keep one row per case_id/finding_id")
-                try:
-                    probs[key] = [float(row[c]) for c in columns]
-                except ValueError:
-                    raise XtlunetError(f"line {line}: a probability is not a number", path=path,
-                                       fix=_FORMAT_FIX) from None
-    except (csv.Error, UnicodeDecodeError) as exc:
-        raise XtlunetError(f"predictions are not a readable UTF-8 CSV file ({exc})", path=path,
-                           fix=_FORMAT_FIX) from None
+    table = read_table(path, prediction_spec, _FORMAT_FIX)
+    columns = [c for c in table.header if _PROB_COLUMN.match(c)]
+    if not columns:
+        raise XtlunetError(f"{path.name} lacks p_<class> columns", path=path, fix=_FORMAT_FIX)
+    probs: dict[str, list[float]] = {}
+    for row in table.rows:
+        key = f"{row['case_id']}/{row['finding_id'] or '0'}"
+        if key in probs:
+            raise table.error(row, "finding_id", f"finding {key} is predicted twice",
+                              "keep one row per case_id/finding_id")
+        probs[key] = [row[c] for c in columns]
     return [next(g for g in _PROB_COLUMN.match(c).groups() if g is not None) for c in columns], probs
+
+
+def prediction_spec(header: list[str]) -> list[Column]:
+    """predictions.csv's checked columns: case_id, finding_id (optional) and a probability per p_<class> column."""
+    return [Column("case_id", ID), Column("finding_id", TEXT, required=False, default=""),
+            *(Column(h, PROBABILITY) for h in header if _PROB_COLUMN.match(h))]
 
 
 def _class_columns(names: list[str], classes: Mapping[str, int] | None, path: Path) -> dict[str, int]:
@@ -85,11 +79,11 @@ def match_findings(reference: Path, predictions: Path, classes: Mapping[str, int
     keys = [f.key for f in findings]
     missing = [k for k in keys if k not in probs]
     if missing:
-        raise XtlunetError(f"no prediction for {len(missing)} finding(s): {few(missing)}", path=predictions,
+        raise XtlunetError(f"no prediction for {plural(len(missing), 'finding')}: {few(missing)}", path=predictions,
                            fix="predict every finding of the reference (xtlunet predict --findings REFERENCE)")
     unknown = sorted(set(probs) - set(keys))
     if unknown:
-        raise XtlunetError(f"{len(unknown)} predicted finding(s) are not in the reference: {few(unknown)}",
+        raise XtlunetError(f"{plural(len(unknown), 'predicted finding')} not in the reference: {few(unknown)}",
                            path=reference, fix="evaluate against the findings.csv the predictions were made for")
     p = np.array([[probs[k][column[v]] for v in range(len(classes))] for k in keys], dtype=np.float64)
     return classes, np.array([f.label for f in findings]), p, findings

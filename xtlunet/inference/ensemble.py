@@ -1,7 +1,7 @@
 """Fold ensembling: the mean of per-fold probabilities."""
 from __future__ import annotations
 
-from typing import Iterable, TypeVar
+from typing import Iterable, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -12,7 +12,12 @@ Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
 
 def average_probabilities(predictions: Iterable[Array]) -> Array:
-    """Mean of same-shaped probability arrays (numpy or torch, float32), summed one at a time to save memory."""
+    """Mean of same-shaped probability arrays (numpy or torch, float32), summed one at a time to save memory.
+
+    A list or tuple holding one array object twice is refused: that array would weigh double in the mean.
+    """
+    if isinstance(predictions, (list, tuple)):
+        check_distinct(predictions, "prediction")
     total, count = None, 0
     for pred in predictions:
         pred = _float32_like(pred, total)
@@ -27,6 +32,16 @@ def average_probabilities(predictions: Iterable[Array]) -> Array:
     if total is None:
         raise XtlunetError("no predictions to average", fix="pass at least one fold's prediction")
     return total / count
+
+
+def check_distinct(members: Sequence[object], kind: str) -> None:
+    """Refuse an ensemble given one object (a fold's network or prediction) twice: it would weigh double."""
+    first: dict[int, int] = {}
+    for i, member in enumerate(members):
+        if id(member) in first:
+            raise XtlunetError(f"{kind}s {first[id(member)]} and {i} of the ensemble are one and the same object: it "
+                               "would weigh double in the average", fix=f"pass each fold's {kind} once")
+        first[id(member)] = i
 
 
 def _float32_like(pred: np.ndarray | torch.Tensor, ref: np.ndarray | torch.Tensor | None) -> np.ndarray | torch.Tensor:

@@ -52,16 +52,13 @@ def load_trained_model(folder: Path, folds: Sequence[str], checkpoint: str = "fi
                        device: torch.device | str = "cpu") -> TrainedModel:
     """Networks of the given folds from checkpoint_{final|best}.pth, checked against the folder's plans."""
     look_up_option(checkpoint, ("final", "best", "latest"), "checkpoint")
+    check_model_files(folder)
     plans = Plans.load(folder / "plans.json")
     spec = DatasetSpec.load(folder)
     conf_name = folder.name.rsplit("__", 1)[-1]
     conf = plans.configuration(conf_name)
     nets, mirror = [], None
-    for fold in folds:
-        path = folder / f"fold_{fold}" / f"checkpoint_{checkpoint}.pth"
-        if not path.is_file():
-            raise XtlunetError(f"fold {fold} has no checkpoint_{checkpoint}.pth", path=path.parent,
-                               fix=f"train fold {fold} to the end, or choose folds with -f")
+    for fold, path in checkpoint_paths(folder, folds, checkpoint).items():
         ck = safe_torch_load(path)
         if not isinstance(ck, dict) or ck.get("plans_identity") != plans.identity():
             raise XtlunetError("checkpoint does not belong to this model folder's plans", path=path,
@@ -75,6 +72,42 @@ def load_trained_model(folder: Path, folds: Sequence[str], checkpoint: str = "fi
                                path=path, fix="ensemble folds of one trainer set-up, or choose folds with -f")
         mirror = axes
     return TrainedModel(folder, plans, conf, spec, nets, [str(f) for f in folds], mirror or [])
+
+
+def check_model_files(folder: Path) -> None:
+    """Refuse a model folder without the plans.json and dataset.json that training writes into it."""
+    missing = [name for name in ("plans.json", "dataset.json") if not (folder / name).is_file()]
+    if not missing:
+        return
+    trained = sorted({p.parent.name for p in folder.glob("fold_*/checkpoint_*.pth")})
+    state = f"its folds ({', '.join(trained)}) cannot be used without it" if trained else "no fold has a checkpoint"
+    trainer, plans, conf = (folder.name.split("__") + ["TRAINER", "PLANS", "CONFIG"])[:3]
+    raise XtlunetError(f"model folder lacks {' and '.join(missing)}, which training writes when a fold starts; {state}",
+                       path=folder, fix=f"train a fold of it (xtlunet train {folder.parent.name} {conf} FOLD -tr "
+                       f"{trainer} -p {plans}), or copy back the {plans}.json (as plans.json) and dataset.json of "
+                       f"$XTLUNET_preprocessed/{folder.parent.name} that the folds were trained with")
+
+
+def checkpoint_paths(folder: Path, folds: Sequence[str], checkpoint: str) -> dict[str, Path]:
+    """fold → checkpoint file, each fold once: a fold named twice (-f 0 0), or two folds that are one file (a
+    symlinked fold folder), would weigh one network double in the ensemble."""
+    paths: dict[str, Path] = {}
+    for fold in map(str, folds):
+        path = folder / f"fold_{fold}" / f"checkpoint_{checkpoint}.pth"
+        if fold in paths:
+            given, once = " ".join(map(str, folds)), " ".join(dict.fromkeys(map(str, folds)))
+            raise XtlunetError(f"fold {fold} is given twice in -f ({given}): it would weigh double in the ensemble",
+                               fix=f"name each fold once: -f {once}")
+        if not path.is_file():
+            raise XtlunetError(f"fold {fold} has no checkpoint_{checkpoint}.pth", path=path.parent,
+                               fix=f"train fold {fold} to the end, or choose folds with -f")
+        same = next((k for k, p in paths.items() if p.samefile(path)), None)
+        if same is not None:
+            raise XtlunetError(f"folds {same} and {fold} are one checkpoint file (a symbolic or hard link): it "
+                               "would weigh double in the ensemble", path=path,
+                               fix=f"restore fold {fold}'s own checkpoint, or leave it out of -f")
+        paths[fold] = path
+    return paths
 
 
 def available_folds(folder: Path, checkpoint: str = "final") -> list[str]:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from xtlunet.errors import XtlunetError
-from xtlunet.inference.ensemble import average_probabilities
+from xtlunet.inference.ensemble import average_probabilities, check_distinct
 from xtlunet.inference.sliding_window import predict_sliding_window
 from xtlunet.plans import ConfigurationPlan, Plans
 
@@ -27,6 +27,7 @@ def predict_case(nets: Sequence[nn.Module], data: np.ndarray, conf: Configuratio
                            fix="predict a segmentation configuration (e.g. 3d_fullres or 2d)")
     if not nets:
         raise XtlunetError("no networks to predict with", fix="pass at least one fold's network")
+    check_distinct(nets, "network")
     channels = len(plans.channel_names)
     if data.ndim - 1 not in (conf.dim, conf.dim + 1) or data.shape[0] != channels:
         raise XtlunetError(f"preprocessed data of shape {data.shape} does not fit configuration '{conf.name}' "

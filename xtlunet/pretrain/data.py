@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -9,6 +10,8 @@ from scipy import ndimage
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 
 from xtlunet.dataset.findings import read_findings
+from xtlunet.dataset.geometry import Geometry
+from xtlunet.dataset.integrity import grid_problem
 from xtlunet.dataset.io import read_image
 from xtlunet.dataset.spec import DatasetSpec
 from xtlunet.errors import XtlunetError
@@ -82,12 +85,21 @@ def prepare_image(channels: list[np.ndarray], mask: np.ndarray | None, size: Seq
     return out, m, frac
 
 
-def _load_one(args: tuple[list, object, Sequence[int]]) -> tuple[np.ndarray, np.ndarray | None, float]:
-    """Read and prepare one case (runs in a worker)."""
+def _load_one(args: tuple[list[Path], Path | None, Sequence[int]]) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """Read and prepare one case (runs in a worker); further channels and the mask must lie on channel 0's grid."""
     files, label_file, size = args
-    chans = [read_image(f, 2)[0].astype(np.float32) for f in files]
-    mask = read_image(label_file, 2)[0] if label_file is not None else None
-    return prepare_image(chans, mask, size)
+    images = [read_image(f, 2) for f in files]
+    mask = read_image(label_file, 2) if label_file is not None else None
+    for path, (_, grid) in [*zip(files[1:], images[1:]), *([(label_file, mask)] if mask is not None else [])]:
+        refuse_other_grid(path, grid, files[0], images[0][1], is_label=path == label_file)
+    return prepare_image([a.astype(np.float32) for a, _ in images], None if mask is None else mask[0], size)
+
+
+def refuse_other_grid(path: Path, grid: Geometry, ref_path: Path, ref_grid: Geometry, is_label: bool) -> None:
+    """Refuse a channel or mask off channel 0's grid: cropped and resized with channel 0's box, it would shift."""
+    problem = grid_problem(path, grid, ref_path, ref_grid, is_label)
+    if problem is not None:
+        raise problem.error()
 
 
 def load_image_set(spec: DatasetSpec, task: str, size: Sequence[int], num_workers: int = 1) -> ImageSet:

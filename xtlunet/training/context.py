@@ -10,7 +10,7 @@ from xtlunet.paths import model_folder, preprocessed_root
 from xtlunet.plans import ConfigurationPlan, Plans
 from xtlunet.training.data import CaseArrays, load_case_arrays
 from xtlunet.training.run_spec import RunSpec
-from xtlunet.training.splits import fold_cases, load_or_create_splits
+from xtlunet.training.splits import fold_split
 from xtlunet.utils.atomic import read_json
 
 
@@ -46,8 +46,40 @@ def load_context(run: RunSpec, trainer_name: str) -> TrainingContext:
                            fix=f"run xtlunet plan-and-preprocess -d {run.dataset} -c {conf.name}")
     ids = read_json(manifest)["cases"]
     findings = pre_dir / spec.findings_file if spec.findings_file else None
-    splits = load_or_create_splits(pre_dir, ids, findings, spec.classes)
-    train_ids, val_ids = fold_cases(splits, run.fold, ids)
+    train_ids, val_ids = fold_split(pre_dir, ids, findings, spec.classes, run.fold)
+    if conf.task == "segmentation" and not spec.is_classification:
+        check_foreground(spec, data_dir, run.fold, train_ids, val_ids)
     model_dir = model_folder(spec.name, trainer_name, plans.plans_name, conf.name)
     return TrainingContext(spec, plans, conf, pre_dir, data_dir, model_dir, model_dir / run.fold_name,
                            train_ids, val_ids)
+
+
+def check_foreground(spec: DatasetSpec, data_dir: Path, fold: int | str, train_ids: list[str],
+                     val_ids: list[str]) -> None:
+    """Refuse a segmentation fold whose training cases hold no foreground voxel: it would only learn background
+    (Dice 0). Reads the cases' class_locations, stopping at the first case with foreground."""
+    if any(has_foreground(data_dir, c) for c in train_ids):
+        return
+    held_out = [c for c in val_ids if has_foreground(data_dir, c)]
+    if held_out:
+        raise XtlunetError(f"no training case of fold {fold} of {spec.name} has a foreground voxel (only its "
+                           f"validation cases do: {', '.join(held_out[:3])}): the network would learn background only",
+                           path=data_dir.parent / "splits_final.json",
+                           fix="put labelled cases into the fold's \"train\" list of splits_final.json, or delete the "
+                               "file for the default split")
+    labels = ", ".join(f"{k}={v}" for k, v in spec.labels.items() if v != 0)
+    n = len(train_ids) + len(val_ids)
+    raise XtlunetError(f"every label map of {spec.name} is background only (none of the {n} "
+                       f"cases of fold {fold} has a foreground voxel after preprocessing): the network would learn to "
+                       "predict background everywhere (Dice 0)",
+                       path=data_dir,
+                       fix=f"annotate the structures in labelsTr with the values of dataset.json's labels ({labels}), "
+                           f"then re-run xtlunet plan-and-preprocess -d {spec.name}")
+
+
+def has_foreground(data_dir: Path, case_id: str) -> bool:
+    """Whether a preprocessed case has a foreground voxel (its class_locations are not all empty); a case whose
+    properties are missing or hold no class_locations counts as labelled (loading it reports a damaged case)."""
+    path = data_dir / f"{case_id}.json"
+    locations = read_json(path).get("class_locations") if path.is_file() else None
+    return locations is None or any(len(v) for v in locations.values())

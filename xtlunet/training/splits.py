@@ -1,6 +1,7 @@
 """Five-fold splits (splits_final.json, nnU-Net's format): seeded, grouped by patient, stratified for classification."""
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -25,7 +26,8 @@ def make_splits(case_ids: list[str], groups: dict[str, str] | None = None, label
     n_groups = len(set(g)) if g else len(ids)
     if n_groups < n_folds:
         raise XtlunetError(f"{n_groups} patients/cases cannot make {n_folds} folds",
-                           fix=f"add cases (at least {n_folds} patients) or supply your own splits_final.json")
+                           fix=f"add cases (at least {n_folds} patients), supply your own splits_final.json, or train "
+                               "fold 'all' (every case, no validation: it needs no split)")
     if labels is not None and g is not None:
         y = [labels[c] for c in ids]
         splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(idx, y, g)
@@ -73,6 +75,12 @@ def _validate(splits: object, known: set[str], path: Path) -> None:
         raise XtlunetError("splits_final.json must be a list of {\"train\": [...], \"val\": [...]}", path=path,
                            fix="fix the file or delete it to have the default 5-fold split made")
     for k, s in enumerate(splits):
+        for part in ("train", "val"):
+            if not isinstance(s[part], list) or not all(isinstance(c, str) and c for c in s[part]):
+                raise XtlunetError(f"fold {k}'s \"{part}\" must be a list of case ids (strings), got "
+                                   f"{json.dumps(s[part])[:80]}", path=path,
+                                   fix="write each fold as {\"train\": [\"CASE\", ...], \"val\": [...]}, or delete "
+                                       "the file to have the default 5-fold split made")
         unknown = sorted((set(s["train"]) | set(s["val"])) - known)
         if unknown:
             raise XtlunetError(f"fold {k} names unknown cases ({', '.join(unknown[:3])})", path=path,
@@ -81,11 +89,33 @@ def _validate(splits: object, known: set[str], path: Path) -> None:
             raise XtlunetError(f"fold {k} has cases in both train and val", path=path, fix="separate them")
 
 
-def fold_cases(splits: list[dict[str, list[str]]], fold: int | str, case_ids: list[str]) -> tuple[list[str], list[str]]:
-    """(train, val) case ids of a fold; fold 'all' trains on every case with no validation."""
+def fold_split(pre_dir: Path, case_ids: list[str], findings_csv: Path | None, classes: dict[str, int],
+               fold: int | str) -> tuple[list[str], list[str]]:
+    """(train, val) case ids of a fold; fold 'all' needs no split (every case trains, none validates), so a dataset
+    too small for five folds can still train it."""
+    if fold == "all":
+        return sorted(case_ids), []
+    splits = load_or_create_splits(pre_dir, case_ids, findings_csv, classes)
+    return fold_cases(splits, fold, case_ids, pre_dir / "splits_final.json")
+
+
+def fold_cases(splits: list[dict[str, list[str]]], fold: int | str, case_ids: list[str],
+               path: Path | None = None) -> tuple[list[str], list[str]]:
+    """(train, val) case ids of a fold; fold 'all' trains on every case with no validation. A numbered fold without
+    training or validation cases cannot train (NaN validation loss, no best checkpoint) and is refused."""
     if fold == "all":
         return sorted(case_ids), []
     if not isinstance(fold, int) or not 0 <= fold < len(splits):
         raise XtlunetError(f"fold {fold} does not exist (the splits have {len(splits)} folds)",
                            fix=f"use a fold 0–{len(splits) - 1} or 'all'")
-    return list(splits[fold]["train"]), list(splits[fold]["val"])
+    train, val = list(splits[fold]["train"]), list(splits[fold]["val"])
+    if not train:
+        raise XtlunetError(f"fold {fold} of splits_final.json has no training cases: nothing to learn from", path=path,
+                           fix=f"give fold {fold} \"train\" cases in splits_final.json, or delete the file for the "
+                               "default split")
+    if not val:
+        raise XtlunetError(f"fold {fold} of splits_final.json has no validation cases: its validation loss would be "
+                           "NaN and no best checkpoint written", path=path,
+                           fix=f"give fold {fold} at least one \"val\" case in splits_final.json (or delete the file "
+                               "for the default split), or train fold 'all' (every case, no validation)")
+    return train, val
