@@ -393,7 +393,7 @@ CATALOGUE: list[tuple[str, str, Callable[[Env], None], list[str], list[str]]] = 
      ["pickled Python objects", "NotAWeight", "pickled.pth", "re-save it"]),
     # predict
     ("predict_wrong_channel_count", "predict", predict_extra_channel, PREDICT,
-     ["brainms_0006_0002.nii.gz", "the model takes 2 channel(s)", "give exactly the channels"]),
+     ["brainms_0006_0002.nii.gz", "the model takes 2 channels", "give exactly the channels"]),
     ("predict_missing_channel", "predict", predict_one_channel, PREDICT,
      ["brainms_0006_0001.nii.gz", "lacks channel file", "give all 2 channels"]),
     ("predict_missing_fold", "predict", one_case, [*PREDICT, "-f", "3"],

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from xtlunet.utils.console import progress_bar
 
 import xtlunet
 from xtlunet.dataset.io import read_header
@@ -23,6 +23,7 @@ from xtlunet.pretrain.data import NORMALIZATION, ImageSet, load_image_set, valid
 from xtlunet.training.augmentation import build_augmentation
 from xtlunet.training.checkpoint import save_checkpoint
 from xtlunet.transfer.checkpoint import FORMAT_VERSION, NO_INIT, chain_step
+from xtlunet.utils.atomic import sweep_partial_files
 from xtlunet.utils.device import pick_device, seed_everything
 from xtlunet.training.losses import DeepSupervisionLoss, DiceCELoss, classification_loss, downsample_targets
 from xtlunet.metrics import auc, confusion_counts, pseudo_dice
@@ -192,6 +193,7 @@ class Pretrainer2D:
     def run(self) -> dict[str, Any]:
         """Load data, train, validate every epoch, write the checkpoint; returns the provenance."""
         cfg = self.cfg
+        sweep_partial_files(cfg.output.parent)  # temp files a killed run left beside the checkpoint
         data = load_image_set(self.spec, cfg.task, self.size, cfg.num_workers)
         tr_idx, va_idx = validation_split(data, cfg.val_fraction, cfg.seed)
         train, val = data.subset(tr_idx), data.subset(va_idx)
@@ -209,7 +211,7 @@ class Pretrainer2D:
             self.net.train()
             losses = []
             lr = apply_schedule(opt, poly, epoch, cfg.epochs)   # per epoch, as fold training
-            for _ in tqdm(range(cfg.iters_per_epoch), desc=f"epoch {epoch}", unit="it", leave=False):
+            for _ in progress_bar(range(cfg.iters_per_epoch), desc=f"epoch {epoch}", unit="it", leave=False):
                 x, y = self._batch(train, self._sample(train), augment)
                 losses.append(train_step(x, self._targets(y)))
             val_loss, metric = self.validate(val, loss_fn, train_step.autocast)

@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from xtlunet.errors import XtlunetError
+from xtlunet.cli_types import (MOMENTUM, PROPER_FRACTION, STEP, fold_or_all, non_negative_int, positive_float,
+                               positive_int)
+from xtlunet.errors import XtlunetError, noun, os_error_to_user_error, plural
 
 if TYPE_CHECKING:
     from xtlunet.training.run_spec import RunSpec
@@ -44,8 +46,6 @@ def _cmd_pretrain(a: argparse.Namespace) -> None:
 
     out = Path(a.o)
     if out.is_dir():
-        from xtlunet.errors import XtlunetError
-
         raise XtlunetError("-o must be a file path, not a folder", path=out, fix="e.g. -o mammo_resnet18.pth")
     cfg = PretrainConfig(dataset_root=find_dataset(a.d, raw_root()), arch=a.arch, output=out, task=a.task,
                          init=Path(a.init) if a.init else None, budget=a.budget, epochs=a.epochs,
@@ -67,33 +67,25 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", default="full", help="full (a few thousand mammograms: 100 epochs × 250 "
                    "iterations, images up to 512 px, early stopping after 15 epochs without a better validation "
                    "metric) | tiny (tests, demo); the options below override it")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--iters-per-epoch", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--input-size", type=int, nargs=2, default=None, help="H W (default: planned from the images)")
-    p.add_argument("--max-side", type=int, default=None, help="longer side of the planned input size")
-    p.add_argument("--lr", type=float, default=1e-2, help="learning rate (an --init encoder learns at 0.1× it)")
-    p.add_argument("--momentum", type=float, default=None, help="SGD momentum (default 0.99; 0.9 with --init)")
-    p.add_argument("--patience", type=int, default=None, help="early stopping: epochs without a better "
+    p.add_argument("--epochs", type=positive_int, default=None)
+    p.add_argument("--iters-per-epoch", type=positive_int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--input-size", type=positive_int, nargs=2, default=None,
+                   help="H W (default: planned from the images)")
+    p.add_argument("--max-side", type=positive_int, default=None, help="longer side of the planned input size")
+    p.add_argument("--lr", type=positive_float, default=1e-2, help="learning rate (an --init encoder learns at "
+                   "0.1× it)")
+    p.add_argument("--momentum", type=MOMENTUM, default=None, help="SGD momentum in [0, 1) (default 0.99; 0.9 "
+                   "with --init)")
+    p.add_argument("--patience", type=positive_int, default=None, help="early stopping: epochs without a better "
                    "validation metric (default from the budget; none when --epochs is given)")
-    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--val-fraction", type=PROPER_FRACTION, default=0.2, help="share of the images (by patient) "
+                   "held out for validation, in (0, 1)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-np", type=int, default=1, help="worker processes for loading images")
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("-np", type=positive_int, default=1, help="worker processes for loading images")
     p.add_argument("-o", required=True, help="output checkpoint (.pth)")
     p.set_defaults(func=_cmd_pretrain)
-
-
-def _parse_fold(text: str) -> int | str:
-    """FOLD: a fold index below NUM_FOLDS, or 'all'."""
-    from xtlunet.errors import XtlunetError
-    from xtlunet.paths import NUM_FOLDS
-
-    if text == "all":
-        return "all"
-    if text.isdigit() and 0 <= int(text) < NUM_FOLDS:
-        return int(text)
-    raise XtlunetError(f"fold '{text}' is not valid", fix=f"use a fold 0–{NUM_FOLDS - 1} or 'all'")
 
 
 def _cmd_train(a: argparse.Namespace) -> None:
@@ -102,7 +94,7 @@ def _cmd_train(a: argparse.Namespace) -> None:
 
     from xtlunet.launch import train_fold
 
-    run = dataclasses.replace(_run_spec(a, a.dataset, a.configuration, _parse_fold(a.fold)), plans_name=a.p,
+    run = dataclasses.replace(_run_spec(a, a.dataset, a.configuration, a.fold), plans_name=a.p,
                               pretrained=Path(a.pretrained) if a.pretrained else None, save_every=a.save_every,
                               continue_training=a.c, compile=a.compile, final_validation=not a.no_final_validation)
     result = train_fold(a.tr, run)
@@ -124,12 +116,12 @@ def _run_spec(a: argparse.Namespace, dataset: str, configuration: str, fold: int
 def _add_budget(p: argparse.ArgumentParser) -> None:
     """The training budget and device options of `train` and `experiment`."""
     p.add_argument("--transfer-mode", default="inflate", help="inflate | center | acs (2D→3D kernel conversion)")
-    p.add_argument("--epochs", type=int, default=1000)
-    p.add_argument("--iters-per-epoch", type=int, default=250)
-    p.add_argument("--val-iters", type=int, default=50, help="validation batches per epoch (segmentation)")
+    p.add_argument("--epochs", type=positive_int, default=1000)
+    p.add_argument("--iters-per-epoch", type=positive_int, default=250)
+    p.add_argument("--val-iters", type=positive_int, default=50, help="validation batches per epoch (segmentation)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--num-gpus", type=int, default=1, help="processes for DDP (gloo on CPU, nccl on CUDA)")
-    p.add_argument("--seed", type=int, default=12345)
+    p.add_argument("--num-gpus", type=positive_int, default=1, help="processes for DDP (gloo on CPU, nccl on CUDA)")
+    p.add_argument("--seed", type=non_negative_int, default=12345)
     p.add_argument("--val-no-tta", action="store_true", help="final validation without mirroring (2^dim× faster)")
 
 
@@ -167,10 +159,11 @@ def _add_experiment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tl-weights", default=None, help="natural-image 2D weights (torchvision state dict) for TL")
     p.add_argument("--xtl-weights", default=None, help="pretrain-2d mammogram checkpoint for XTL (plans the network)")
     p.add_argument("--folds", nargs="+", default=None, help="folds to run (default: all)")
-    p.add_argument("--gpu-memory-gb", type=float, default=8.0, help="GPU memory the plan must fit (default 8)")
+    p.add_argument("--gpu-memory-gb", type=positive_float, default=8.0, help="GPU memory the plan must fit "
+                   "(default 8)")
     p.add_argument("--plans-name", default=None, help="name of the shared plans (default from the planner)")
     _add_transfer_norm(p)
-    p.add_argument("-np", type=int, default=1, help="worker processes for preprocessing")
+    p.add_argument("-np", type=positive_int, default=1, help="worker processes for preprocessing")
     _add_budget(p)
     p.set_defaults(func=_cmd_experiment)
 
@@ -184,14 +177,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help=f"train one fold ({folds}) of a configuration with a trainer (arm)")
     p.add_argument("dataset", help="dataset id or name")
     p.add_argument("configuration", help="2d | 3d_fullres | 3d_lowres | 3d_roi")
-    p.add_argument("fold", help=folds)
+    p.add_argument("fold", type=fold_or_all, help=folds)
     p.add_argument("-tr", default="ScratchTrainer", help="trainer class: ScratchTrainer, TLTrainer, XTLTrainer, "
                    "or module.path:Class")
     p.add_argument("-p", default=DEFAULT_PLANS, help=f"plans name (default {DEFAULT_PLANS})")
     p.add_argument("--pretrained", default=None, help="2D weights for TL (torchvision) / XTL (pretrain-2d; default: "
                    "the checkpoint an XTL plan was made for)")
     _add_budget(p)
-    p.add_argument("--save-every", type=int, default=5, help="write checkpoint_latest every N epochs")
+    p.add_argument("--save-every", type=positive_int, default=5, help="write checkpoint_latest every N epochs")
     p.add_argument("--continue", dest="c", action="store_true", help="resume from the fold's last checkpoint")
     p.add_argument("--compile", action="store_true", help="torch.compile the network")
     p.add_argument("--no-final-validation", action="store_true", help="skip predicting the held-out cases")
@@ -201,7 +194,6 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _cmd_predict(a: argparse.Namespace) -> None:
     """xtlunet predict."""
     from xtlunet.dataset.spec import find_dataset
-    from xtlunet.errors import XtlunetError
     from xtlunet.inference.folder import PredictOptions, predict_folder
     from xtlunet.inference.models import available_folds, load_trained_model, resolve_model_folder
     from xtlunet.paths import results_root
@@ -210,7 +202,7 @@ def _cmd_predict(a: argparse.Namespace) -> None:
     results = results_root()
     name = find_dataset(a.d, results).name
     folder = resolve_model_folder(results, name, a.c, a.tr, a.p)
-    folds = a.f or available_folds(folder, a.checkpoint)
+    folds = [str(f) for f in a.f] if a.f else available_folds(folder, a.checkpoint)
     if not folds:
         raise XtlunetError(f"no fold of {folder.name} has checkpoint_{a.checkpoint}.pth", path=folder,
                            fix=f"train at least one fold: xtlunet train {name} {a.c} 0 -tr {a.tr}")
@@ -220,15 +212,23 @@ def _cmd_predict(a: argparse.Namespace) -> None:
                           save_probabilities=a.save_probabilities, num_workers=a.npp, overwrite=a.overwrite,
                           device=device, findings=Path(a.findings) if a.findings else None)
     res = predict_folder(Path(a.i), Path(a.o), model, opts)
-    print(f"{len(res.written)} case(s) predicted with folds {', '.join(model.folds)} of {folder.name} into {a.o}"
-          + (f"; {len(res.skipped)} already there (use --overwrite to redo)" if res.skipped else ""))
+    print(f"{plural(len(res.written), 'case')} predicted with {noun(len(model.folds), 'fold')} "
+          f"{', '.join(model.folds)} of {folder.name} into {a.o}"
+          + (f"; {len(res.skipped)} already there (use --overwrite to redo)" if res.skipped else "")
+          + (f"; {plural(len(res.unused), 'input file')} not used (named above)" if res.unused else ""))
+    if a.qc is not None:
+        from xtlunet.report.qc import prediction_qc
+
+        print(prediction_qc(Path(a.i), Path(a.o), model, res.written + res.skipped, a.qc or None))
     if res.failed:
-        raise XtlunetError(f"{len(res.failed)} case(s) failed: {', '.join(sorted(res.failed))} (reasons above)",
-                           fix="fix those inputs and run again; finished cases are kept")
+        raise XtlunetError(f"{plural(len(res.failed), 'case')} failed: {', '.join(sorted(res.failed))} "
+                           "(reasons above)", fix="fix those inputs and run again; finished cases are kept")
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     """Arguments of `predict`."""
+    from xtlunet.report.cli import qc_reference
+
     p = sub.add_parser("predict", help="predict a folder of new cases with a trained model (fold ensemble)")
     p.add_argument("-i", required=True, help="input folder, files named as in imagesTs (CASE_0000.nii.gz, ...)")
     p.add_argument("-o", required=True, help="output folder")
@@ -236,16 +236,21 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-c", required=True, help="configuration")
     p.add_argument("-tr", default="ScratchTrainer", help="trainer (default ScratchTrainer)")
     p.add_argument("-p", default=None, help="plans name (needed when the trainer was run with several plans)")
-    p.add_argument("-f", nargs="+", default=None, help="folds to ensemble (default: every finished fold)")
+    p.add_argument("-f", nargs="+", type=fold_or_all, default=None, help="folds to ensemble (default: every "
+                   "finished fold)")
     p.add_argument("--checkpoint", default="final", help="final | best")
     p.add_argument("--no-tta", action="store_true", help="no mirroring test-time augmentation")
-    p.add_argument("--step-size", type=float, default=0.5, help="sliding-window step as a fraction of the patch")
-    p.add_argument("--batch-windows", type=int, default=4, help="windows per forward pass")
+    p.add_argument("--step-size", type=STEP, default=0.5, help="sliding-window step as a fraction of the patch, "
+                   "in (0, 1]")
+    p.add_argument("--batch-windows", type=positive_int, default=4, help="windows per forward pass")
     p.add_argument("--save-probabilities", action="store_true", help="also write CASE.npz with probabilities")
-    p.add_argument("-npp", type=int, default=1, help="processes preprocessing ahead")
+    p.add_argument("-npp", type=positive_int, default=1, help="processes preprocessing ahead")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--findings", default=None, help="classification: CSV of the findings to classify")
     p.add_argument("--overwrite", action="store_true", help="redo cases already predicted")
+    p.add_argument("--qc", nargs="?", const="", default=None, type=qc_reference, metavar="LABELS",
+                   help="also write OUT/qc/CASE.png: overlay montages of the prediction (and of the reference in the "
+                   "folder LABELS, when given)")
     p.set_defaults(func=_cmd_predict)
 
 
@@ -254,10 +259,11 @@ def _add_example(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("example", help="write a built-in synthetic dataset (brain-ms, prostate, mammo)")
     p.add_argument("name", help="brain-ms | prostate | mammo")
     p.add_argument("--out", help="raw root to write into (default: $XTLUNET_raw)")
-    p.add_argument("--cases", type=int, default=None, help="number of training cases (default: the example's own)")
-    p.add_argument("--test-cases", type=int, default=None,
+    p.add_argument("--cases", type=positive_int, default=None, help="number of training cases (default: the "
+                   "example's own)")
+    p.add_argument("--test-cases", type=positive_int, default=None,
                    help="number of labelled test cases, for an example with a test set (brain-ms: 3)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.set_defaults(func=_cmd_example)
 
 
@@ -269,10 +275,11 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-pl", default=None, help="planner class (default DefaultPlanner; XTLPlanner with --pretrained)")
     p.add_argument("--pretrained", default=None, help="pretrain-2d checkpoint or encoder family for the XTL planner")
     _add_transfer_norm(p)
-    p.add_argument("--gpu-memory-gb", type=float, default=8.0, help="GPU memory the plan must fit (default 8)")
+    p.add_argument("--gpu-memory-gb", type=positive_float, default=8.0, help="GPU memory the plan must fit "
+                   "(default 8)")
     p.add_argument("--plans-name", default=None, help="name of the plans file (default from the planner)")
     p.add_argument("--verify", action="store_true", help="full integrity check of every file and voxel")
-    p.add_argument("-np", type=int, default=1, help="worker processes")
+    p.add_argument("-np", type=positive_int, default=1, help="worker processes")
     p.add_argument("--overwrite", action="store_true", help="redo the fingerprint and every case")
     p.add_argument("--no-pp", action="store_true", help="plan only, no preprocessing")
     p.add_argument("--reorient", action="store_true", help="bring every 3D case to its closest RAS+ axis order "
@@ -301,24 +308,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: run a subcommand; user errors print one line and return 2."""
-    args = build_parser().parse_args(argv)
-    if args.quiet:
-        import os
+def _fail(command: str, err: XtlunetError) -> int:
+    """Print a user error (its details, then one line) and return exit code 2."""
+    for line in err.details:
+        print(f"  {line}", file=sys.stderr)
+    print(f"xtlunet {command}: error: {err.one_line()}", file=sys.stderr)
+    return 2
 
-        os.environ.setdefault("TQDM_DISABLE", "1")  # read by tqdm when it is first imported
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", force=True)
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: run a subcommand; user errors and file-system faults print one line and return 2."""
+    from xtlunet.utils.console import quiet_mode, setup_logging
+
     try:
-        args.func(args)
-    except XtlunetError as err:
-        for line in err.details:
-            print(f"  {line}", file=sys.stderr)
-        print(f"xtlunet {args.command}: error: {err.one_line()}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"xtlunet {args.command}: interrupted", file=sys.stderr)
-        return 130
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help (0), or argparse's one-line error for a bad option (2)
+        return done.code if isinstance(done.code, int) else 2
+    setup_logging(args.quiet)
+    with quiet_mode(args.quiet):
+        try:
+            args.func(args)
+        except XtlunetError as err:
+            return _fail(args.command, err)
+        except OSError as exc:  # disk full, read-only, a file where a folder must be; anything else is a bug
+            err = os_error_to_user_error(exc)
+            if err is None:
+                raise
+            return _fail(args.command, err)
+        except KeyboardInterrupt:
+            print(f"xtlunet {args.command}: interrupted", file=sys.stderr)
+            return 130
     return 0
 
 

@@ -5,6 +5,10 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from xtlunet.cli_types import fold_index, non_negative_int, positive_int
+from xtlunet.errors import plural
+from xtlunet.report.cli import add_report
+
 if TYPE_CHECKING:
     from xtlunet.dataset.spec import DatasetSpec
     from xtlunet.evaluation.summary import ValidationSummary
@@ -57,20 +61,22 @@ def _cmd_evaluate(a: argparse.Namespace) -> None:
         from xtlunet.evaluation.evaluate_findings import ROW_COLUMNS, evaluate_findings
 
         summary = evaluate_findings(ref, pred, spec.classes if spec else None, a.o, a.n_boot, a.seed)
-        print(f"{summary['n_findings']} findings\n")
+        print(f"{plural(summary['n_findings'], 'finding')}\n")
         print(markdown_table(summary["per_class"], ROW_COLUMNS))
     else:
         from xtlunet.evaluation.evaluate_folders import evaluate_segmentation_folders
         from xtlunet.evaluation.tables import write_csv
 
         ending = spec.file_ending if spec else _reference_ending(ref)
-        rows, result = evaluate_segmentation_folders(ref, pred, spec.foreground_labels() if spec else None, ending)
+        declared = {v: n for n, v in spec.labels.items()} if spec else None
+        rows, result = evaluate_segmentation_folders(ref, pred, spec.foreground_labels() if spec else None, ending,
+                                                     declared=declared)
         out = Path(a.o) if a.o else pred
         outputs = [str(write_csv(rows, out / "evaluation.csv")), str(result.save(out / "summary.json"))]
-        names = {v: k for k, v in spec.labels.items()} if spec else {}
-        extra = f"; {len(result.extra_predictions)} prediction(s) without a reference ignored" \
+        names = declared or {}
+        extra = f"; {plural(len(result.extra_predictions), 'prediction')} without a reference ignored" \
             if result.extra_predictions else ""
-        print(f"{len(result.cases)} cases{extra}; lesion rates pooled over cases\n")
+        print(f"{plural(len(result.cases), 'case')}{extra}; lesion rates pooled over cases\n")
         print(markdown_table(_segmentation_table(result, names), SEGMENTATION_COLUMNS))
         summary = {"outputs": outputs}
     print("wrote " + ", ".join(summary["outputs"]))
@@ -86,8 +92,8 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-d", default=None, help="dataset id or name in $XTLUNET_raw: labels, classes and file ending "
                    "from its dataset.json (default: inferred from the files)")
     p.add_argument("-o", default=None, help="output folder (default: the prediction folder)")
-    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates for AUC intervals")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--n-boot", type=positive_int, default=2000, help="bootstrap replicates for AUC intervals")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="bootstrap seed")
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -109,11 +115,11 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-c", required=True, help="configuration")
     p.add_argument("--arms", nargs="+", required=True, help="two or more arms, each TRAINER or TRAINER__PLANS "
                    "(e.g. XTLTrainer TLTrainer ScratchTrainer__xtlunetPlans)")
-    p.add_argument("--folds", nargs="+", type=int, default=None, help="folds to pool (default: every fold "
+    p.add_argument("--folds", nargs="+", type=fold_index, default=None, help="folds to pool (default: every fold "
                    "all arms have finished)")
     p.add_argument("-o", default=None, help="output folder (default: $XTLUNET_results/DATASET/compare_CONFIG)")
-    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates for the intervals")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--n-boot", type=positive_int, default=2000, help="bootstrap replicates for the intervals")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="bootstrap seed")
     p.add_argument("--allow-different-plans", action="store_true", help="compare arms trained on different plans "
                    "(network, patch, spacing): a loud note in the report instead of an error")
     p.add_argument("--positive-class", default=None, help="classification with more than two classes: the class "
@@ -121,4 +127,4 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_compare)
 
 
-COMMANDS = [add_evaluate, add_compare]
+COMMANDS = [add_evaluate, add_compare, add_report]

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from tqdm import tqdm
+from xtlunet.utils.console import progress_bar
 
-from xtlunet.errors import XtlunetError
+from xtlunet.errors import XtlunetError, noun
 from xtlunet.paths import NUM_FOLDS, model_folder, results_root
 from xtlunet.training.checkpoint import (RECIPE_BUDGET, RECIPE_START, latest_checkpoint, load_checkpoint,
                                          recipe_differences, run_recipe)
@@ -147,7 +147,7 @@ def run_experiment(spec: ExperimentSpec) -> dict[str, Any]:
                                       continue_training=state == "continue", final_validation=True)
             check_fold_recipe(fold_dir, run)      # every fold up front, before anything trains
             jobs.append((arm, fold, state, run))
-    bar = tqdm(jobs, desc="experiment", unit="fold")
+    bar = progress_bar(jobs, desc="experiment", unit="fold")
     for arm, fold, state, run in bar:
         bar.set_postfix_str(f"{arm} fold {fold}: {state}")
         if state != "done":
@@ -210,5 +210,5 @@ def parse_folds(values: Sequence[str] | None) -> list[int]:
         return list(range(NUM_FOLDS))
     bad = [v for v in values if not (v.isdigit() and int(v) < NUM_FOLDS)]
     if bad:
-        raise XtlunetError(f"fold(s) {', '.join(bad)} are not valid", fix=f"use folds 0–{NUM_FOLDS - 1}")
+        raise XtlunetError(f"{noun(len(bad), 'fold')} {', '.join(bad)} {'is' if len(bad) == 1 else 'are'} not valid", fix=f"use folds 0–{NUM_FOLDS - 1}")
     return sorted({int(v) for v in values})

@@ -1,11 +1,14 @@
 """Start a fold: find the trainer class by name, run it in one or several (DDP) processes (above training/ and trainers/)."""
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 from xtlunet.errors import XtlunetError, look_up_option
 from xtlunet.registry import find_class
 from xtlunet.training.run_spec import RunSpec
+from xtlunet.utils.atomic import read_json
+from xtlunet.utils.lock import folder_lock
 
 
 def trainer_class(name: str) -> type:
@@ -23,19 +26,24 @@ def _run(name: str, run: RunSpec) -> dict[str, Any]:
 def train_fold(name: str, run: RunSpec) -> dict[str, Any]:
     """Validate the request, then train (spawning run.num_gpus processes when more than one).
 
-    Returns the fold's validation summary (summary.json's content), or {} without a final validation.
+    The fold folder is locked while it trains (by this process only: DDP ranks it spawns, and torchrun ranks
+    other than 0, take no lock). Returns the fold's validation summary (summary.json's content), or {} without a
+    final validation.
     """
+    from xtlunet.training import distributed
     from xtlunet.transfer.kernels import MODES
 
     look_up_option(run.transfer_mode, MODES, "transfer mode")
-    if run.epochs < 1 or run.iters_per_epoch < 1:
-        raise XtlunetError("--epochs and --iters-per-epoch must be at least 1", fix="give positive numbers")
+    for option, value in (("--epochs", run.epochs), ("--iters-per-epoch", run.iters_per_epoch),
+                          ("--val-iters", run.val_iters), ("--save-every", run.save_every),
+                          ("--num-gpus", run.num_gpus)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise XtlunetError(f"{option} must be a whole number ≥ 1, got {value!r}", fix="give a positive number")
     trainer = trainer_class(name)(run)  # resolves plans, data and --pretrained up front, before any process starts
-    if run.num_gpus <= 1:
-        return trainer.fit()
-    from xtlunet.training import distributed
-    from xtlunet.utils.atomic import read_json
-
-    distributed.launch(run.num_gpus, _run, name, run)
+    lock = folder_lock(trainer.ctx.out_dir, "fold folder") if distributed.from_env().is_main else nullcontext()
+    with lock:
+        if run.num_gpus <= 1:
+            return trainer.fit()
+        distributed.launch(run.num_gpus, _run, name, run)
     summary = trainer.ctx.out_dir / "validation" / "summary.json"
     return read_json(summary) if summary.is_file() else {}

@@ -14,7 +14,7 @@ from xtlunet.paths import preprocessed_root, raw_root
 from xtlunet.plans import Plans
 from xtlunet.preprocessing.run import preprocess_configuration
 from xtlunet.registry import find_class
-from xtlunet.utils.atomic import atomic_path
+from xtlunet.utils.atomic import atomic_path, sweep_partial_files
 
 log = logging.getLogger("xtlunet")
 
@@ -74,6 +74,7 @@ def plan_and_preprocess(dataset: str | int, configurations: list[str] | None = N
     `transfer_norm` picks the XTL planner's normalisation of transferred encoders)."""
     spec = load_spec(dataset)
     out = preprocessed_root() / spec.name
+    sweep_partial_files(out)  # temp files a killed run left (the configurations' folders are swept as they are written)
     if verify or not (out / "fingerprint.json").is_file():
         verify_dataset(spec, deep=verify, num_workers=num_workers)
     dim = dataset_dimension(spec)

@@ -124,7 +124,7 @@ def test_segmentation_numbers_and_outputs(seg_tree, roots):
     assert float(rows[3]["p_wilcoxon"]) == pytest.approx(pairs["XTLTrainer", "TLTrainer"]["p_wilcoxon"])
     assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (out / "comparison.md").read_text()
-    assert "2 fold(s) (0, 1), 12 cases" in md and "XTLTrainer = `XTLTrainer__xtlunetPlansXTL__3d_fullres`" in md
+    assert "2 folds (0, 1), 12 cases" in md and "XTLTrainer = `XTLTrainer__xtlunetPlansXTL__3d_fullres`" in md
 
 
 def test_classification_numbers_and_outputs(cls_tree, tmp_path):
@@ -149,7 +149,7 @@ def test_cli_prints_the_report_and_errors_in_one_line(seg_tree, monkeypatch, cap
     assert cli.main(["compare", "-d", "501", "-c", "3d_fullres", "--arms", "XTLTrainer", "ScratchTrainer",
                      "--folds", "1", "--n-boot", "200"]) == 0
     out = capsys.readouterr().out
-    assert "1 fold(s) (1), 6 cases" in out and "| XTLTrainer | ScratchTrainer | 6 |" in out and "wrote " in out
+    assert "1 fold (1), 6 cases" in out and "| XTLTrainer | ScratchTrainer | 6 |" in out and "wrote " in out
     assert cli.main(["compare", "-d", "501", "-c", "3d_fullres", "--arms", "XTLTrainer", "FooTrainer"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "arm FooTrainer has no 3d_fullres model folder" in err[0]
@@ -180,7 +180,7 @@ def test_folds_default_to_those_every_arm_finished(seg_tree, roots):
     extra = _fold_dir(roots["results"], SEG, "ScratchTrainer", 2)
     shutil.copytree(_fold_dir(roots["results"], SEG, "ScratchTrainer", 1), extra)
     assert compare_arms(501, "3d_fullres", list(ARMS), n_boot=10)["folds"] == [0, 1]
-    with pytest.raises(XtlunetError, match=r"arm XTLTrainer has no validation/summary.json for fold\(s\) 2.*"
+    with pytest.raises(XtlunetError, match=r"arm XTLTrainer has no validation/summary.json for fold 2.*"
                                            r"--folds from \[0, 1\]"):
         compare_arms(501, "3d_fullres", list(ARMS), folds=[1, 2], n_boot=10)
 

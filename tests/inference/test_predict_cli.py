@@ -56,7 +56,7 @@ def test_predict_writes_labels_in_input_geometry(brain_model, tmp_path, capsys):
         assert probs.shape == (2, *pred.shape) and np.allclose(probs.sum(0), 1, atol=1e-2)
         directions.add(tuple(np.round(igeo.direction, 3)))
     assert len(directions) >= 2                          # the test cases come in several orientations
-    assert "3 case(s) predicted with folds 0" in capsys.readouterr().out
+    assert "3 cases predicted with fold 0 " in capsys.readouterr().out
     stamp = (out / f"{cases[0]}.nii.gz").stat().st_mtime_ns
     assert main(["predict", "-i", str(src), "-o", str(out), "-d", "501", "-c", "3d_fullres", "--no-tta"]) == 0
     assert "3 already there" in capsys.readouterr().out and (out / f"{cases[0]}.nii.gz").stat().st_mtime_ns == stamp
@@ -77,7 +77,7 @@ def _case_folder(brain_model: dict, tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("problem, needle", [
-    ("extra_channel", "the model takes 2 channel(s)"),
+    ("extra_channel", "the model takes 2 channels"),
     ("missing_channel", "lacks channel file"),
     ("empty_input", "no images named CASE_0000.nii.gz"),
     ("output_is_file", "output path is a file"),

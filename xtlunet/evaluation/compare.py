@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from xtlunet.dataset.spec import find_dataset
-from xtlunet.errors import XtlunetError, did_you_mean, look_up_option
+from xtlunet.errors import XtlunetError, did_you_mean, look_up_option, noun, plural
 from xtlunet.evaluation.classification_metrics import auc_with_ci, roc_png
 from xtlunet.evaluation.segmentation_metrics import LesionCounts
 from xtlunet.evaluation.statistics import (bootstrap_auc_diff_ci, bootstrap_mean_ci, bootstrap_mean_diff_ci, delong_test,
@@ -88,7 +88,7 @@ def compare_classification(labels: Mapping[str, int], scores_by_arm: Mapping[str
     keys = same_keys(scores_by_arm, "findings", "evaluate every arm on the same findings")
     unlabelled = [k for k in keys if k not in labels]
     if unlabelled:
-        raise XtlunetError(f"no label for {len(unlabelled)} finding(s): {few(unlabelled)}",
+        raise XtlunetError(f"no label for {plural(len(unlabelled), 'finding')}: {few(unlabelled)}",
                            fix="give a 0/1 label for every scored finding")
     y = np.array([labels[k] for k in keys])
     groups = [patients.get(k, k) for k in keys] if patients else None
@@ -145,7 +145,7 @@ def load_fold_summaries(folders: Mapping[str, Path], folds: Sequence[int] | None
     for arm, have in done.items():
         missing = sorted(set(folds) - set(have))
         if missing:
-            raise XtlunetError(f"arm {arm} has no validation/summary.json for fold(s) {few(missing)}",
+            raise XtlunetError(f"arm {arm} has no validation/summary.json for {noun(len(missing), 'fold')} {few(missing)}",
                                path=folders[arm], fix=f"finish those folds, or pass --folds from {have or 'none'}")
     return list(folds), {arm: {k: ValidationSummary.load(f / f"fold_{k}" / "validation" / "summary.json")
                                for k in folds} for arm, f in folders.items()}
@@ -217,7 +217,7 @@ def comparison_markdown(result: Mapping[str, Any]) -> str:
     """The report: what was compared on how many folds and cases, the per-arm table and the pairwise table."""
     task, folds = result["task"], result["folds"]
     unit = "cases" if task == "segmentation" else "findings"
-    counts = f"{len(folds)} fold(s) ({', '.join(map(str, folds))}), {result['n']} {unit} paired across the arms"
+    counts = f"{plural(len(folds), 'fold')} ({', '.join(map(str, folds))}), {result['n']} {unit} paired across the arms"
     if task == "classification":
         counts += f", {result['arms'][0]['n_positive']} of them positive (class {result['positive_class']})"
     metric = ("Dice per case (mean over foreground classes; lesion F1 pooled over cases and classes)"

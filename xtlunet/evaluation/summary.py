@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from xtlunet.errors import XtlunetError
+from xtlunet.errors import XtlunetError, plural
 from xtlunet.evaluation.segmentation_metrics import LesionCounts
 from xtlunet.utils.atomic import read_json, write_json
 
@@ -50,8 +50,8 @@ class CaseScores:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "CaseScores":
-        """Inverse of to_json."""
-        return cls(str(d["case_id"]), {int(k): dict(v) for k, v in d["metrics"].items()})
+        """Inverse of to_json (an undefined metric, null in the file, becomes NaN)."""
+        return cls(str(d["case_id"]), {int(k): {m: _number(x) for m, x in v.items()} for k, v in d["metrics"].items()})
 
 
 @dataclass
@@ -77,8 +77,14 @@ class FindingScores:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "FindingScores":
         """Inverse of to_json."""
-        return cls(str(d["case_id"]), str(d["finding_id"]), int(d["label"]), [float(p) for p in d["probabilities"]],
+        return cls(str(d["case_id"]), str(d["finding_id"]), int(d["label"]),
+                   [float(_number(p)) for p in d["probabilities"]],
                    str(d.get("patient_id", "")))
+
+
+def _number(value: Any) -> Any:
+    """A value read from summary.json: null (how JSON holds NaN) as NaN, anything else as written."""
+    return math.nan if value is None else value
 
 
 def _stats(values: Sequence[float]) -> dict[str, float]:
@@ -152,8 +158,8 @@ class ValidationSummary:
     def one_line(self) -> str:
         """One line of the result, for logs and the CLI."""
         if self.task == "classification":
-            return f"AUC {self.auc:.4f} over {len(self.findings)} findings"
-        return f"mean Dice {self.mean_dice_foreground:.4f} over {len(self.cases)} cases"
+            return f"AUC {self.auc:.4f} over {plural(len(self.findings), 'finding')}"
+        return f"mean Dice {self.mean_dice_foreground:.4f} over {plural(len(self.cases), 'case')}"
 
     # ---- the file ----
     def to_json(self) -> dict[str, Any]:

@@ -8,18 +8,19 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from xtlunet.utils.console import progress_bar
 
 from xtlunet.dataset.findings import Finding, finding_center, prediction_columns, prediction_row, read_findings
 from xtlunet.dataset.loading import load_case
-from xtlunet.dataset.spec import Case, channel_of, discover_cases
-from xtlunet.errors import XtlunetError
+from xtlunet.dataset.spec import Case, channel_of, discover_cases, ending_problem
+from xtlunet.errors import XtlunetError, plural
 from xtlunet.inference.export import export_prediction
 from xtlunet.inference.models import TrainedModel
 from xtlunet.inference.predict import predict_case
 from xtlunet.inference.roi import roi_probabilities
 from xtlunet.preprocessing.case import preprocess_loaded
 from xtlunet.utils.atomic import write_csv
+from xtlunet.utils.lock import folder_lock
 from xtlunet.utils.parallel import imap_cases
 
 log = logging.getLogger("xtlunet")
@@ -41,34 +42,67 @@ class PredictOptions:
 
 @dataclass
 class PredictResult:
-    """Which cases were written, skipped or failed."""
+    """Which cases were written, skipped or failed, and which input files were not used (name → why)."""
 
     written: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    unused: dict[str, str] = field(default_factory=dict)
 
 
-def input_cases(in_dir: Path, model: TrainedModel) -> list[Case]:
-    """Cases of the input folder, with every channel file present and no extra channel."""
+def input_cases(in_dir: Path, model: TrainedModel) -> tuple[list[Case], dict[str, str]]:
+    """Cases of the input folder (every channel present, no extra channel) and the files it does not use (name →
+    why). No usable file at all is an error naming the unused ones; hidden files (.DS_Store) are not inputs."""
     ending, n = model.spec.file_ending, model.spec.num_channels
     if not in_dir.is_dir():
         raise XtlunetError("input folder not found", path=in_dir, fix="give a folder of CASE_0000" + ending + " files")
+    unused: dict[str, str] = {}
     for f in sorted(in_dir.iterdir()):
+        if f.name.startswith("."):
+            continue
         channel = channel_of(f.name, ending)
-        if channel and channel[1] >= n:
-            raise XtlunetError(f"channel {channel[1]:04d} found, but the model takes {n} channel(s) "
+        if f.is_dir():
+            unused[f.name + "/"] = "a folder: only the files directly in the input folder are read"
+        elif channel is None:
+            unused[f.name] = ending_problem(f.name, ending) or "not CASE_XXXX: XXXX is the 4-digit channel index"
+        elif channel[1] >= n:
+            raise XtlunetError(f"channel {channel[1]:04d} found, but the model takes {plural(n, 'channel')} "
                                f"(_0000–_{n - 1:04d}: {', '.join(model.spec.channel_names.values())})", path=f,
                                fix="give exactly the channels of dataset.json, in its order")
     cases = discover_cases(in_dir, ending, n)
     if not cases:
-        raise XtlunetError(f"no images named CASE_0000{ending} in the input folder", path=in_dir,
-                           fix=f"name the files as in imagesTs (CASE_XXXX{ending})")
+        listed = f"; not used: {unused_line(unused)}" if unused else ""
+        raise XtlunetError(f"no images named CASE_0000{ending} in the input folder{listed}", path=in_dir,
+                           fix=f"name the files as in imagesTs (CASE_XXXX{ending}, the model's file_ending)")
     for case in cases:
         for f in case.image_files:
             if not f.is_file():
-                raise XtlunetError(f"case {case.case_id} lacks channel file {f.name}", path=f,
+                other = [u for u in unused if u.lower().startswith(f.name[: -len(ending)].lower() + ".")]
+                hint = f" ({other[0]} is there: {unused[other[0]]})" if other else ""
+                raise XtlunetError(f"case {case.case_id} lacks channel file {f.name}{hint}", path=f,
                                    fix=f"give all {n} channels: {', '.join(model.spec.channel_names.values())}")
-    return cases
+    return cases, unused
+
+
+def unused_line(unused: dict[str, str], shown: int = 5) -> str:
+    """The unused input files on one line: 'a.nii (it ends in .nii, …); b.txt (…)', the first `shown` of them."""
+    items = [f"{name} ({why})" for name, why in list(unused.items())[:shown]]
+    more = f"; and {len(unused) - shown} more" if len(unused) > shown else ""
+    return "; ".join(items) + more
+
+
+def check_folders(in_dir: Path, out_dir: Path) -> None:
+    """Refuse -o equal to -i, inside it or around it: one run's outputs would become the next run's inputs."""
+    i, o = in_dir.resolve(), out_dir.resolve()
+    if o == i:
+        what = "the output folder (-o) is the input folder (-i): the next run would read the predictions as images"
+    elif o.is_relative_to(i):
+        what = f"the output folder (-o) lies inside the input folder (-i {in_dir}): keep predictions out of the inputs"
+    elif i.is_relative_to(o):
+        what = f"the input folder (-i) lies inside the output folder (-o {out_dir}): keep the inputs out of the outputs"
+    else:
+        return
+    raise XtlunetError(what, path=out_dir, fix="give -o a folder outside -i, e.g. a sibling of it")
 
 
 def _preprocess(args: tuple[Case, TrainedModel, list[Finding]]) -> tuple[np.ndarray, dict[str, Any]]:
@@ -96,23 +130,32 @@ def predict_folder(in_dir: Path, out_dir: Path, model: TrainedModel, opts: Predi
     """Predict every case of in_dir into out_dir; a failing case is reported by name and leaves no file."""
     if out_dir.exists() and not out_dir.is_dir():
         raise XtlunetError("output path is a file, not a folder", path=out_dir, fix="give a folder for -o")
-    cases = input_cases(in_dir, model)
+    check_folders(in_dir, out_dir)
+    cases, unused = input_cases(in_dir, model)
+    if unused:
+        log.warning("%s of %s not used: %s", plural(len(unused), "file"), in_dir, unused_line(unused))
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise XtlunetError(f"cannot create the output folder ({exc.strerror})", path=out_dir,
                            fix="choose a writable folder for -o") from None
     check_writable(out_dir)
-    remove_partial_files(out_dir)
+    with folder_lock(out_dir, "predict output folder"):  # one run per output folder; sweeps killed runs' temp files
+        return _predict_cases(cases, out_dir, model, opts, unused)
+
+
+def _predict_cases(cases: list[Case], out_dir: Path, model: TrainedModel, opts: PredictOptions,
+                   unused: dict[str, str]) -> PredictResult:
+    """Predict the cases into the (locked) output folder; `unused`: the input files left out, for the result."""
     if model.conf.task == "classification":
-        return _predict_findings(cases, out_dir, model, opts)
-    result = PredictResult()
+        return _predict_findings(cases, out_dir, model, opts, unused)
+    result = PredictResult(unused=unused)
     ending = model.spec.file_ending
     todo = [c for c in cases if opts.overwrite or not (out_dir / f"{c.case_id}{ending}").is_file()]
     result.skipped = [c.case_id for c in cases if c not in todo]
     axes = tuple(model.mirror_axes) if opts.tta else ()
-    for case, item in tqdm(_preprocessed(todo, model, {}, opts.num_workers), total=len(todo), desc="predict",
-                           unit="case"):
+    for case, item in progress_bar(_preprocessed(todo, model, {}, opts.num_workers), total=len(todo),
+                                   desc="predict", unit="case"):
         try:
             if isinstance(item, Exception):
                 raise item
@@ -139,20 +182,13 @@ def check_writable(out_dir: Path) -> None:
                            fix="choose a writable folder for -o, or make this one writable") from None
 
 
-def remove_partial_files(out_dir: Path) -> None:
-    """Delete the temp files of atomic writes (.CASE.nii.gz.XXXX.partial.nii.gz) that a killed run left behind."""
-    for f in out_dir.iterdir():
-        if f.name.startswith(".") and ".partial" in f.name and f.is_file():
-            f.unlink(missing_ok=True)
-            log.info("removed %s, left by an interrupted run", f.name)
-
-
-def _predict_findings(cases: list[Case], out_dir: Path, model: TrainedModel, opts: PredictOptions) -> PredictResult:
+def _predict_findings(cases: list[Case], out_dir: Path, model: TrainedModel, opts: PredictOptions,
+                      unused: dict[str, str]) -> PredictResult:
     """Classification: the ROI of each finding in --findings → OUT/predictions.csv (fold and TTA averaged)."""
     if opts.findings is None:
         raise XtlunetError("a classification model needs the findings to classify", fix="pass --findings CSV "
                            "(case_id, finding_id, patient_id, x, y, z in LPS mm; label optional)")
-    findings = read_findings(opts.findings, model.spec.classes, labelled=False)
+    findings = read_findings(opts.findings, model.spec.classes, labelled=False, cases=cases)
     by_case: dict[str, list[Finding]] = {}
     for f in findings:
         by_case.setdefault(f.case_id, []).append(f)
@@ -161,12 +197,17 @@ def _predict_findings(cases: list[Case], out_dir: Path, model: TrainedModel, opt
     if unknown:
         raise XtlunetError(f"findings name cases not in the input folder: {', '.join(unknown[:3])}", path=opts.findings,
                            fix="give the images of every case in --findings, or drop those rows")
-    result, rows = PredictResult(), []
+    result, rows = PredictResult(unused=unused), []
     names = [n for n, _ in sorted(model.spec.classes.items(), key=lambda kv: kv[1])]
     axes = tuple(model.mirror_axes) if opts.tta else ()
     todo = [c for c in cases if c.case_id in by_case]
-    for case, item in tqdm(_preprocessed(todo, model, by_case, opts.num_workers), total=len(todo), desc="predict",
-                           unit="case"):
+    idle = {f"{c.case_id}_XXXX{model.spec.file_ending}": "no finding of this case in --findings"
+            for c in cases if c.case_id not in by_case}
+    if idle:
+        log.warning("%d case(s) of the input folder not classified: %s", len(idle), unused_line(idle))
+        result.unused.update(idle)
+    for case, item in progress_bar(_preprocessed(todo, model, by_case, opts.num_workers), total=len(todo),
+                                   desc="predict", unit="case"):
         if isinstance(item, Exception):
             result.failed[case.case_id] = item.one_line() if isinstance(item, XtlunetError) else str(item)
             continue

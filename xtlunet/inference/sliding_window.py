@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
+from xtlunet.utils.console import progress_bar
 
 from xtlunet.errors import XtlunetError
 from xtlunet.inference.mirroring import check_mirror_axes, inference_state, mirrored_logits
@@ -118,8 +118,8 @@ def predict_sliding_window(net: nn.Module, data: torch.Tensor | np.ndarray, patc
     weights = torch.zeros(size, dtype=torch.float32, device=device)
     slicers = _window_slicers(size, patch, step, slice_mode)
     amp = mixed_precision(device) if autocast else contextlib.nullcontext()
-    bar = tqdm(total=-(-len(slicers) // batch_windows), desc="sliding window", unit="batch",
-               leave=False, disable=not progress)
+    bar = progress_bar(total=-(-len(slicers) // batch_windows), desc="sliding window", unit="batch",
+                       leave=False, disable=not progress)
     with inference_state(net), torch.inference_mode(), amp, bar:
         for batch in _batches(slicers, batch_windows):
             x = torch.stack([padded[(slice(None), *s)] for s in batch])

@@ -13,7 +13,7 @@ from xtlunet.dataset.loading import load_case
 from xtlunet.dataset.spec import Case, DatasetSpec
 from xtlunet.plans import ConfigurationPlan, Plans
 from xtlunet.preprocessing.case import preprocess_loaded
-from xtlunet.utils.atomic import read_json, save_npy, write_json
+from xtlunet.utils.atomic import read_json, save_npy, sweep_partial_files, write_json
 from xtlunet.utils.parallel import map_cases
 
 log = logging.getLogger("xtlunet")
@@ -67,10 +67,10 @@ def preprocess_configuration(spec: DatasetSpec, plans: Plans, conf: Configuratio
                              dim: int, num_workers: int = 1, overwrite: bool = False) -> dict[str, int]:
     """Preprocess every training case for `conf`; returns counts of written and skipped cases."""
     out_dir = out_root / conf.data_identifier
-    out_dir.mkdir(parents=True, exist_ok=True)
     key = conf.preprocessing_key(plans.reorient)
     cases = spec.cases("Tr")
-    findings = read_findings(spec.findings_path, spec.classes) if spec.is_classification else []
+    findings = read_findings(spec.findings_path, spec.classes, cases=cases) if spec.is_classification else []
+    out_dir.mkdir(parents=True, exist_ok=True)   # after the findings check: a refused run leaves no folder
     by_case: dict[str, list[Finding]] = {}
     for f in findings:
         by_case.setdefault(f.case_id, []).append(f)
@@ -85,10 +85,9 @@ def preprocess_configuration(spec: DatasetSpec, plans: Plans, conf: Configuratio
 
 def _remove_stale(out_dir: Path, keep: set[str]) -> None:
     """Remove arrays of cases no longer in the dataset and temp files left by a killed run."""
+    sweep_partial_files(out_dir)
     for f in out_dir.iterdir():
-        if f.name.startswith(".") and ".partial" in f.name:
-            f.unlink(missing_ok=True)
-        elif f.suffix in (".npy", ".json") and f.name != "configuration.json":
+        if f.suffix in (".npy", ".json") and f.name != "configuration.json" and not f.name.startswith("."):
             cid = f.name[: -len(f.suffix)].removesuffix("_seg")
             if cid not in keep:
                 os.remove(f)

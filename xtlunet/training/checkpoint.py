@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from xtlunet.errors import XtlunetError
-from xtlunet.utils.atomic import atomic_path
+from xtlunet.utils.atomic import save_torch
 from xtlunet.utils.torch_io import safe_torch_load
 
 CHECKPOINT_KIND = "xtlunet-train"
@@ -35,9 +35,8 @@ def recipe_differences(recorded: dict[str, Any], wanted: dict[str, Any], keys: S
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """torch.save to a temp file, then rename."""
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    """torch.save to a temp file, then rename (a full disk is an OSError the CLI explains)."""
+    save_torch(path, payload)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -13,9 +13,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from xtlunet.errors import XtlunetError
+from xtlunet.errors import XtlunetError, noun, plural
 from xtlunet.networks.build import unwrap
 from xtlunet.training import distributed
 from xtlunet.training.checkpoint import (CHECKPOINT_KIND, resume_checkpoint, rng_state, run_recipe, save_checkpoint,
@@ -27,6 +26,7 @@ from xtlunet.training.parts import TrainingParts
 from xtlunet.training.progress import Progress
 from xtlunet.training.run_spec import RunSpec
 from xtlunet.training.step import TrainStep, place_network
+from xtlunet.utils.console import progress_bar
 from xtlunet.utils.device import pick_device, seed_everything
 
 log = logging.getLogger("xtlunet")
@@ -119,8 +119,9 @@ class Loop:
         if self.dist.is_main:
             self.progress.message(f"{self.parts.trainer} {self.ctx.spec.name} {self.ctx.conf.name} fold "
                                   f"{self.run.fold}: {len(self.ctx.train_ids)} train / {len(self.ctx.val_ids)} val "
-                                  f"cases, device {self.device}, {self.dist.world} process(es), {workers} "
-                                  "augmentation workers")
+                                  f"{noun(len(self.ctx.val_ids), 'case')}, device {self.device}, "
+                                  f"{plural(self.dist.world, 'process', 'processes')}, "
+                                  f"{plural(workers, 'augmentation worker')}")
         try:
             for epoch in range(self.start_epoch, self.run.epochs):
                 self._epoch(epoch, batches)
@@ -150,12 +151,12 @@ class Loop:
         lr = apply_schedule(self.optimizer, self.parts.schedule, epoch, self.run.epochs)   # per epoch, as nnU-Net
         self.step.model.train()
         losses = []
-        bar = tqdm(range(self.run.iters_per_epoch), desc=f"epoch {epoch}", unit="it", leave=False,
-                   disable=not self.dist.is_main)
-        for _ in bar:
-            x, y = self.parts.task.to_device(self._next_batch(batches), self.net, self.device)
-            losses.append(self.step(x, y, freeze=frozen))
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        with progress_bar(range(self.run.iters_per_epoch), desc=f"epoch {epoch}", unit="it", leave=False,
+                          disable=not self.dist.is_main) as bar:
+            for _ in bar:
+                x, y = self.parts.task.to_device(self._next_batch(batches), self.net, self.device)
+                losses.append(self.step(x, y, freeze=frozen))
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
         train_loss = distributed.mean_across(self.dist, float(np.mean(losses)))
         if not self.dist.is_main:
             distributed.barrier(self.dist)

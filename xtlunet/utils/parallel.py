@@ -1,4 +1,5 @@
-"""Parallel map over cases: an ordered lazy iterator, and a list map with a tqdm bar; worker errors keep their type."""
+"""Parallel map over cases: an ordered lazy iterator, and a list map with a progress bar; worker errors keep their
+type."""
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -8,7 +9,7 @@ from contextlib import closing
 from multiprocessing.context import BaseContext
 from typing import Callable, Iterable, Iterator, TypeVar
 
-from tqdm import tqdm
+from xtlunet.utils.console import progress_bar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -67,8 +68,9 @@ def _raise_failure(outcome: R | Exception) -> R:
 
 def map_cases(fn: Callable[[T], R], jobs: Iterable[T], num_workers: int = 1, desc: str = "cases",
               start_method: str | None = None, leave: bool = False) -> list[R]:
-    """Apply fn to each job (in order) in `num_workers` processes, showing a progress bar; the first error raises."""
+    """Apply fn to each job (in order) in `num_workers` processes, showing a progress bar; the first error raises
+    (after the bar is closed, so its message starts a line of its own)."""
     jobs = list(jobs)
-    with closing(imap_cases(fn, jobs, num_workers, start_method)) as outcomes:
-        return [_raise_failure(outcome)
-                for _, outcome in tqdm(outcomes, total=len(jobs), desc=desc, unit="case", leave=leave)]
+    with closing(imap_cases(fn, jobs, num_workers, start_method)) as outcomes, \
+            progress_bar(outcomes, total=len(jobs), desc=desc, unit="case", leave=leave) as bar:
+        return [_raise_failure(outcome) for _, outcome in bar]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -10,10 +11,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
-from tqdm import tqdm
+from xtlunet.utils.console import progress_bar
 
 from xtlunet.dataset.findings import COLUMNS
 from xtlunet.utils.atomic import write_json, write_text
+from xtlunet.utils.lock import process_running
 
 T = TypeVar("T")
 
@@ -38,13 +40,15 @@ def case_rng(seed: int, code: int, index: int) -> np.random.Generator:
 
 def progress(items: Sequence[T], desc: str) -> Iterator[T]:
     """A tqdm bar over cases (on stderr, removed when done)."""
-    return iter(tqdm(items, desc=desc, unit="case", leave=False))
+    return iter(progress_bar(items, desc=desc, unit="case", leave=False))
 
 
 def replace_folder(final: Path, build: Callable[[Path], None]) -> Path:
-    """Build a folder in a temporary sibling, then swap it in for `final`; no half-written folder remains."""
+    """Build a folder in a temporary sibling, then swap it in for `final`; no half-written folder remains (one a
+    killed run left is removed by the next)."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    remove_abandoned_builds(final)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".partial", dir=final.parent))
     old: Path | None = None
     try:
         build(tmp)
@@ -62,6 +66,17 @@ def replace_folder(final: Path, build: Callable[[Path], None]) -> Path:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def remove_abandoned_builds(final: Path) -> list[Path]:
+    """Remove the temporary siblings of `final` (.NAME.PID.XXXX.partial and its .old) whose process is gone."""
+    removed = []
+    for sibling in final.parent.glob(f".{final.name}.*.partial*"):
+        pid = sibling.name[len(final.name) + 2:].split(".", 1)[0]
+        if sibling.is_dir() and pid.isdigit() and not process_running(int(pid)):
+            shutil.rmtree(sibling, ignore_errors=True)
+            removed.append(sibling)
+    return removed
 
 
 def write_dataset_json(root: Path, name: str, description: str, channels: Sequence[str], labels: dict[str, int],
