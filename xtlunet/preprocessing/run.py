@@ -85,7 +85,7 @@ def preprocess_configuration(spec: DatasetSpec, plans: Plans, conf: Configuratio
 
 def _remove_stale(out_dir: Path, keep: set[str]) -> None:
     """Remove arrays of cases no longer in the dataset and temp files left by a killed run."""
-    sweep_partial_files(out_dir)
+    sweep_partial_files(out_dir, min_age=0.0)  # a write in progress holds its lock: only abandoned ones go
     for f in out_dir.iterdir():
         if f.suffix in (".npy", ".json") and f.name != "configuration.json" and not f.name.startswith("."):
             cid = f.name[: -len(f.suffix)].removesuffix("_seg")
