@@ -211,5 +211,5 @@ def test_end_to_end_report_and_predict_qc(trained_roots, tmp_path, capsys):
                  "--device", "cpu", "--no-tta", "--qc", str(labels)]) == 0
     cases = sorted(p.name[:-12] for p in (raw / "imagesTs").glob("*_0000.nii.gz"))
     assert sorted(p.stem for p in (pred / "qc").glob("*.png")) == cases
-    assert f"wrote {len(cases)} QC montage(s)" in capsys.readouterr().out
+    assert f"wrote {len(cases)} QC montages" in capsys.readouterr().out
     assert all(imread(p).shape[0] > 100 for p in (pred / "qc").glob("*.png"))

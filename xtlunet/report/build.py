@@ -198,7 +198,7 @@ def comparison_section(arms: Sequence[ArmData], dataset: str, configuration: str
     task = result["task"]
     unit = "cases" if task == "segmentation" else "findings"
     notes = "".join(f'<p class="note">{esc(n)}</p>' for n in result.get("notes", []))
-    return (notes + f"<p>{len(result['folds'])} fold(s) ({', '.join(map(str, result['folds']))}), "
+    return (notes + f"<p>{plural(len(result['folds']), 'fold')} ({', '.join(map(str, result['folds']))}), "
             f"{result['n']} {unit} paired across the arms; pairs are arm − vs with a 95 % bootstrap CI over "
             f"{esc(result.get('bootstrap', 'cases'))}.</p><h3>Per arm</h3>" + table(result["arms"], ARM_COLUMNS[task])
             + "<h3>Pairs</h3>" + table(result["pairs"], PAIR_COLUMNS[task])

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from xtlunet.errors import XtlunetError
+from xtlunet.errors import XtlunetError, noun
 from xtlunet.evaluation.compare import arm_chain, cross_validated_score, finished_folds, resolve_arm
 from xtlunet.evaluation.summary import ValidationSummary
 from xtlunet.paths import model_folders
@@ -146,7 +146,7 @@ def resolve_arms(results: Path, dataset_name: str, configuration: str, arms: Seq
         folders = [resolve_arm(results, dataset_name, configuration, a) for a in arms]
         unfinished = [f.name for f in folders if not finished_folds(f)]
         if unfinished:
-            raise XtlunetError(f"arm(s) without a finished fold: {', '.join(unfinished)}", path=results / dataset_name,
+            raise XtlunetError(f"{noun(len(unfinished), 'arm')} without a finished fold: {', '.join(unfinished)}", path=results / dataset_name,
                                fix="finish at least one fold (its validation/summary.json), or leave the arm out")
         return dict(zip(list(arms), folders))
     folders = trained_arm_folders(results, dataset_name, configuration)

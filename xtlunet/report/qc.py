@@ -18,6 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from xtlunet.utils.atomic import atomic_path
+from xtlunet.errors import plural
 
 log = logging.getLogger("xtlunet")
 
@@ -293,4 +294,4 @@ def prediction_qc(in_dir: Path, out_dir: Path, model: object, case_ids: Sequence
         png = case_qc_png(in_dir / f"{case}_0000{ending}", out_dir / f"{case}{ending}", ref, conf.normalization[0],
                           plans.foreground_intensity_properties.get("0"))
         written.append(write_png(out_dir / "qc" / f"{case}.png", png))
-    return f"wrote {len(written)} QC montage(s) into {out_dir / 'qc'}"
+    return f"wrote {plural(len(written), 'QC montage')} into {out_dir / 'qc'}"
