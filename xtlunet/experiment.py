@@ -205,10 +205,11 @@ def load_experiment(path: Path) -> dict[str, Any]:
 
 
 def parse_folds(values: Sequence[str] | None) -> list[int]:
-    """--folds: indices below NUM_FOLDS (default all)."""
+    """--folds: indices below NUM_FOLDS (default all), each once (a fold named twice is run once)."""
     if not values:
         return list(range(NUM_FOLDS))
     bad = [v for v in values if not (v.isdigit() and int(v) < NUM_FOLDS)]
     if bad:
-        raise XtlunetError(f"{noun(len(bad), 'fold')} {', '.join(bad)} {'is' if len(bad) == 1 else 'are'} not valid", fix=f"use folds 0–{NUM_FOLDS - 1}")
+        raise XtlunetError(f"{noun(len(bad), 'fold')} {', '.join(bad)} {'is' if len(bad) == 1 else 'are'} not valid",
+                           fix=f"use folds 0–{NUM_FOLDS - 1}")
     return sorted({int(v) for v in values})
