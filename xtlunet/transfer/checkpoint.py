@@ -1,6 +1,8 @@
 """Read a state dict from a checkpoint file with `weights_only=True` and nothing else."""
 from __future__ import annotations
 
+import functools
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -45,7 +47,15 @@ def _is_state_dict(obj: Any) -> bool:
 
 
 def file_digest(path: str | Path) -> str:
-    """The first 16 hex digits of a file's sha256: how plans and reports name a checkpoint's exact content."""
+    """The first 16 hex digits of a file's sha256: how plans and reports name a checkpoint's exact content (read once
+    per file version: trainer, loop and experiment ask for the same weights' digest)."""
+    st = os.stat(path)
+    return _digest(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 prefix of one version (size, mtime) of a file."""
     import hashlib
 
     h = hashlib.sha256()
