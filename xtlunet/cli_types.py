@@ -77,3 +77,13 @@ def fold_or_all(text: str) -> int | str:
 STEP = fraction(0, 1, low_open=True, high_open=False)           # sliding-window step: (0, 1] of the patch
 PROPER_FRACTION = fraction(0, 1, low_open=True, high_open=True)  # a share strictly between none and all
 MOMENTUM = fraction(0, 1, low_open=False, high_open=True)         # SGD momentum: [0, 1)
+
+
+def add_model_options(p: argparse.ArgumentParser, folds_help: str) -> None:
+    """The options that name a trained model and its folds: -d, -c, -tr, -p, -f, --checkpoint."""
+    p.add_argument("-d", required=True, help="dataset id or name")
+    p.add_argument("-c", required=True, help="configuration")
+    p.add_argument("-tr", default="ScratchTrainer", help="trainer (default ScratchTrainer)")
+    p.add_argument("-p", default=None, help="plans name (needed when the trainer was run with several plans)")
+    p.add_argument("-f", nargs="+", type=fold_or_all, default=None, help=folds_help)
+    p.add_argument("--checkpoint", default="final", help="final | best")
