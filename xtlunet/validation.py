@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -33,14 +33,16 @@ CV_SUMMARY = "cv_summary.json"
 def validate_fold(nets: Sequence[nn.Module], cases: list[CaseArrays], plans: Plans, conf: ConfigurationPlan,
                   spec: DatasetSpec, out_dir: Path, raw_labels: Path, device: torch.device,
                   mirror_axes: Sequence[int], step: float = 0.5, source: dict[str, str] | None = None,
-                  autocast: Any = None) -> ValidationSummary:
-    """Predict and score the held-out cases; writes out_dir/summary.json (and the exports or predictions.csv)."""
+                  autocast: Any = None,
+                  next_stage: Callable[[np.ndarray, dict], None] | None = None) -> ValidationSummary:
+    """Predict and score the held-out cases; writes out_dir/summary.json (and the exports or predictions.csv);
+    `next_stage` also gets each case's probabilities and properties (a cascade's lowres export)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if conf.task == "classification":
         summary = _classify(nets, cases, conf, spec, out_dir, device, tuple(mirror_axes), autocast)
     else:
         summary = _segment(nets, cases, plans, conf, spec.file_ending, out_dir, raw_labels, device,
-                           tuple(mirror_axes), step)
+                           tuple(mirror_axes), step, next_stage)
     summary.source = dict(source or {})
     summary.save(out_dir / "summary.json")
     return summary
@@ -48,14 +50,18 @@ def validate_fold(nets: Sequence[nn.Module], cases: list[CaseArrays], plans: Pla
 
 def _segment(nets: Sequence[nn.Module], cases: list[CaseArrays], plans: Plans, conf: ConfigurationPlan,
              ending: str, out_dir: Path, raw_labels: Path, device: torch.device, mirror_axes: tuple[int, ...],
-             step: float) -> ValidationSummary:
-    """Sliding-window prediction of each case, exported in its original geometry, scored against the raw label."""
+             step: float, next_stage: Callable[[np.ndarray, dict], None] | None = None) -> ValidationSummary:
+    """Sliding-window prediction of each case, exported in its original geometry (label file and CASE.npz
+    probabilities), scored against the raw label."""
     labels = plans.foreground_labels()
     scored = []
     for case in cases:
         probs = predict_case(list(nets), np.asarray(case.data), conf, plans, step=step, batch_windows=4,
                              mirror_axes=mirror_axes, device=device)
-        pred = export_prediction(probs, case.props, plans, out_dir / f"{case.case_id}{ending}")
+        if next_stage is not None:
+            next_stage(probs, case.props)
+        pred = export_prediction(probs, case.props, plans, out_dir / f"{case.case_id}{ending}",
+                                 save_probabilities=True)  # CASE.npz: find-best-configuration ensembles them
         ref, geo = read_image(raw_labels / f"{case.case_id}{ending}")
         scored.append(CaseScores(case.case_id, evaluate_case(pred, ref, geo.spacing, labels)))
     return ValidationSummary(task="segmentation", labels=labels, cases=scored)
