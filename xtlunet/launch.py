@@ -39,6 +39,11 @@ def train_fold(name: str, run: RunSpec) -> dict[str, Any]:
                           ("--num-gpus", run.num_gpus)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise XtlunetError(f"{option} must be a whole number ≥ 1, got {value!r}", fix="give a positive number")
+    world = distributed.from_env().world
+    if run.num_gpus > 1 and world > 1:
+        raise XtlunetError(f"--num-gpus {run.num_gpus} under torchrun, which started {world} processes: each would "
+                           "start its own", fix="omit --num-gpus; torchrun's --nnodes and --nproc-per-node set the "
+                           "processes")
     trainer = trainer_class(name)(run)  # resolves plans, data and --pretrained up front, before any process starts
     lock = folder_lock(trainer.ctx.out_dir, "fold folder") if distributed.from_env().is_main else nullcontext()
     with lock:

@@ -1,4 +1,5 @@
-"""Preprocess all cases of a dataset for one configuration (parallel, skip up-to-date, atomic writes)."""
+"""Preprocess all cases of a dataset for one configuration (parallel, skip up-to-date, atomic writes), or the
+cases of one part of a job array."""
 from __future__ import annotations
 
 import logging
@@ -13,8 +14,9 @@ from xtlunet.dataset.loading import load_case
 from xtlunet.dataset.spec import Case, DatasetSpec
 from xtlunet.plans import ConfigurationPlan, Plans
 from xtlunet.preprocessing.case import preprocess_loaded
-from xtlunet.utils.atomic import read_json, save_npy, sweep_partial_files, write_json
+from xtlunet.utils.atomic import STALE_AFTER_S, read_json, save_npy, sweep_partial_files, write_json
 from xtlunet.utils.parallel import map_cases
+from xtlunet.utils.sharding import WHOLE, Part
 
 log = logging.getLogger("xtlunet")
 
@@ -64,8 +66,11 @@ def _preprocess_job(args: tuple[Case, DatasetSpec, Plans, ConfigurationPlan, lis
 
 
 def preprocess_configuration(spec: DatasetSpec, plans: Plans, conf: ConfigurationPlan, out_root: Path,
-                             dim: int, num_workers: int = 1, overwrite: bool = False) -> dict[str, int]:
-    """Preprocess every training case for `conf`; returns counts of written and skipped cases."""
+                             dim: int, num_workers: int = 1, overwrite: bool = False,
+                             part: Part = WHOLE) -> dict[str, int]:
+    """Preprocess every training case for `conf` (only the part's cases for a `part` of a job array); returns
+    counts of written and skipped cases. configuration.json, the mark that every case is ready, is written once
+    they all are: by a whole run, or by the part that finishes last."""
     out_dir = out_root / conf.data_identifier
     key = conf.preprocessing_key(plans.reorient)
     cases = spec.cases("Tr")
@@ -74,18 +79,24 @@ def preprocess_configuration(spec: DatasetSpec, plans: Plans, conf: Configuratio
     by_case: dict[str, list[Finding]] = {}
     for f in findings:
         by_case.setdefault(f.case_id, []).append(f)
-    todo = [c for c in cases if overwrite or not is_up_to_date(out_dir, c, key)]
-    _remove_stale(out_dir, {c.case_id for c in cases})
+    mine = part.select(cases)
+    todo = [c for c in mine if overwrite or not is_up_to_date(out_dir, c, key)]
+    # other parts may be writing here: their temp files are spared (locked, or younger than STALE_AFTER_S)
+    _remove_stale(out_dir, {c.case_id for c in cases}, 0.0 if part.is_whole else STALE_AFTER_S)
     jobs = [(c, spec, plans, conf, by_case.get(c.case_id, []), dim, out_dir, key) for c in todo]
-    map_cases(_preprocess_job, jobs, num_workers, desc=f"preprocess {conf.name}")
-    write_json(out_dir / "configuration.json", {"configuration": conf.name, "preprocessing_key": key,
-                                                "cases": [c.case_id for c in cases]})
-    return {"written": len(todo), "skipped": len(cases) - len(todo)}
+    label = "" if part.is_whole else f" ({part.label})"
+    map_cases(_preprocess_job, jobs, num_workers, desc=f"preprocess {conf.name}{label}")
+    if part.is_whole or all(is_up_to_date(out_dir, c, key) for c in cases):
+        write_json(out_dir / "configuration.json", {"configuration": conf.name, "preprocessing_key": key,
+                                                    "cases": [c.case_id for c in cases]})
+    else:
+        log.info("%s%s done; configuration.json follows when the last part is done", conf.name, label)
+    return {"written": len(todo), "skipped": len(mine) - len(todo)}
 
 
-def _remove_stale(out_dir: Path, keep: set[str]) -> None:
-    """Remove arrays of cases no longer in the dataset and temp files left by a killed run."""
-    sweep_partial_files(out_dir, min_age=0.0)  # a write in progress holds its lock: only abandoned ones go
+def _remove_stale(out_dir: Path, keep: set[str], min_age: float = 0.0) -> None:
+    """Remove arrays of cases no longer in the dataset and temp files left by a killed run (older than min_age)."""
+    sweep_partial_files(out_dir, min_age=min_age)  # a write in progress holds its lock: only abandoned ones go
     for f in out_dir.iterdir():
         if f.suffix in (".npy", ".json") and f.name != "configuration.json" and not f.name.startswith("."):
             cid = f.name[: -len(f.suffix)].removesuffix("_seg")
