@@ -1,8 +1,10 @@
-"""DefaultPlanner: nnU-Net-like configurations (2d, 3d_fullres, 3d_lowres, 3d_roi) from a fingerprint."""
+"""DefaultPlanner: nnU-Net-like configurations (2d, 3d_fullres, 3d_lowres + 3d_cascade_fullres, 3d_roi) from a
+fingerprint."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from copy import deepcopy
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -15,6 +17,7 @@ from xtlunet.planners import rules
 
 log = logging.getLogger("xtlunet")
 GB = 1024 ** 3
+CASCADE = "3d_cascade_fullres"   # nnU-Net's name: 3d_fullres fed with the 3d_lowres prediction as extra channels
 
 
 @dataclass
@@ -128,10 +131,15 @@ class DefaultPlanner:
         n = len(fp.cases)
         confs: dict[str, ConfigurationPlan] = {}
         wanted = configurations or self.default_configurations()
-        for name in wanted:
+        for name in dict.fromkeys("3d_lowres" if w == CASCADE else w for w in wanted):   # the cascade follows lowres
             conf = self._plan_one(name, target, full_shape, n, confs)
             if conf is not None:
                 confs[name] = conf
+        if "3d_lowres" in confs:
+            full = confs.get("3d_fullres") or self._plan_one("3d_fullres", target, full_shape, n, confs)
+            confs[CASCADE] = self._plan_cascade(full, confs["3d_lowres"])
+        elif CASCADE in wanted:
+            log.info("%s not planned: it follows a 3d_lowres, which this dataset does not need", CASCADE)
         if not confs:
             raise XtlunetError(f"none of the configurations {wanted} applies to {self.spec.name}",
                                fix=f"use one of: {', '.join(self.default_configurations())}")
@@ -163,7 +171,7 @@ class DefaultPlanner:
         """Plan one configuration, or None when it does not apply (e.g. 3d_lowres not needed)."""
         from xtlunet.errors import look_up_option
 
-        look_up_option(name, ["2d", "3d_fullres", "3d_lowres", "3d_roi"], "configuration")
+        look_up_option(name, ["2d", "3d_fullres", "3d_lowres", CASCADE, "3d_roi"], "configuration")
         if name == "2d" and self.fp.dim == 3 and self.task == "classification":
             raise XtlunetError(f"configuration '2d' is not planned for {self.spec.name}: its findings are classified "
                                "from 3D regions of interest", fix="use -c 3d_roi")
@@ -209,6 +217,18 @@ class DefaultPlanner:
         conf = self._configuration("3d_lowres", spacing.tolist(), low_shape, topo, "segmentation")
         conf.notes.append("cascade stage 1: resampled to a coarser spacing so the patch covers ≥ 25 % of the image")
         return conf
+
+    def _plan_cascade(self, full: ConfigurationPlan, lowres: ConfigurationPlan) -> ConfigurationPlan:
+        """3d_cascade_fullres: 3d_fullres (its spacing, patch, network and preprocessed arrays) whose network also reads
+        the 3d_lowres prediction, one-hot, as one extra input channel per foreground label."""
+        labels = self.spec.foreground_labels()
+        arch = replace(full.network(), in_channels=self.spec.num_channels + len(labels))
+        lowres.next_stage = CASCADE
+        memory = self.memory(arch, full.patch_size, full.batch_size, "segmentation")
+        return replace(full, name=CASCADE, architecture=arch.to_json(), memory_estimate_gb=round(memory / GB, 4),
+                       previous_stage=lowres.name, pretrained_constraint=deepcopy(full.pretrained_constraint), notes=[
+                           *full.notes, f"cascade stage 2: 3d_fullres with the 3d_lowres prediction as "
+                           f"{len(labels)} one-hot input channel(s) (labels {', '.join(map(str, labels))})"])
 
     def _plan_roi(self, target: list[float], shape: list[int]) -> ConfigurationPlan:
         """3d_roi for classification: an ROI around each finding, its FOV in mm from the findings."""

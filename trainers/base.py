@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from xtlunet.cascade.previous import PreviousStage, note_input_channels, previous_stage
 from xtlunet.errors import XtlunetError
 from xtlunet.networks.build import build_network, parameter_group
 from xtlunet.plans import ConfigurationPlan, Plans
@@ -46,6 +47,7 @@ class Trainer:
     freeze_fraction: float = 0.0      # fraction of the epochs with the encoder frozen (transfer arms: 0.1)
     label_smoothing: float = 0.0
     needs_pretrained: bool = False
+    previous_trainer: str | None = None   # a cascade stage follows this trainer's lowres model (None: its own)
 
     def __init__(self, run: RunSpec, ctx: TrainingContext | None = None, plans: Plans | None = None) -> None:
         """A fold's trainer (its context resolved from the run, or given); with `plans` only, hooks without data."""
@@ -53,7 +55,10 @@ class Trainer:
         self.ctx = None if plans is not None else (ctx if ctx is not None else load_context(run, self.name))
         self.plans: Plans = plans if plans is not None else self.ctx.plans
         self.conf: ConfigurationPlan = self.plans.configuration(run.configuration)
+        self.previous: PreviousStage | None = None
         if self.ctx is not None:
+            # a cascade stage needs every lowres prediction it reads: refused here, before any file is written
+            self.previous = previous_stage(self.ctx, self.name, run.fold, self.previous_trainer)
             self.check_pretrained()
             if run.continue_training:  # up front: a missing or foreign checkpoint is refused before anything starts
                 resume_checkpoint(self.ctx.out_dir, self.name, self.plans.identity(), run_recipe(run))
@@ -126,11 +131,21 @@ class Trainer:
         return [p for n, p in net.named_parameters() if parameter_group(n) == "encoder"]
 
     # ---- assembly ----
+    def cases(self, ids: list[str]) -> list[CaseArrays]:
+        """The cases' arrays (memory-mapped), with a cascade stage's previous-stage labels."""
+        cases = self.ctx.load(ids)
+        return cases if self.previous is None else self.previous.attach(cases)
+
+    def _initialise(self, net: nn.Module) -> TransferReport | None:
+        """The `initialise` hook; a cascade's transfer report also says which input channels are which."""
+        report = self.initialise(net)
+        return report if self.previous is None else note_input_channels(report, net, self.plans, self.conf)
+
     def parts(self, train: list[CaseArrays], val: list[CaseArrays]) -> TrainingParts:
         """Every part the Loop needs, built once from the hooks."""
         net = self.build_network()
         return TrainingParts(trainer=self.name, network=net, task=self.task(train, val), loss=self.loss(net),
-                             optimizer=self.optimizer, schedule=self.schedule(), initialise=self.initialise,
+                             optimizer=self.optimizer, schedule=self.schedule(), initialise=self._initialise,
                              frozen=self.frozen_parameters(net),
                              freeze_epochs=int(round(self.freeze_fraction * self.run.epochs)),
                              grad_clip=self.grad_clip)
@@ -157,12 +172,14 @@ class Trainer:
         self.check_model_folder_plans()
         proc = start_process(self.run)
         ctx = self.ctx
-        loop = Loop(self.parts(ctx.load(ctx.train_ids), ctx.load(ctx.val_ids)), self.run, ctx, proc)
+        loop = Loop(self.parts(self.cases(ctx.train_ids), self.cases(ctx.val_ids)), self.run, ctx, proc)
         try:
             loop.prepare()
             ctx.out_dir.mkdir(parents=True, exist_ok=True)
             self.plans.save(ctx.model_dir / "plans.json")
             write_json(ctx.model_dir / "dataset.json", read_json(ctx.pre_dir / "dataset.json"))
+            if self.previous is not None:
+                self.previous.save_record(ctx.model_dir)
             net = loop.fit()
             if not (self.run.final_validation and proc.dist.is_main and ctx.val_ids):
                 return {}
@@ -172,15 +189,18 @@ class Trainer:
 
     def validate(self, net: nn.Module, device: torch.device, loop: Loop, mirror_axes: tuple[int, ...]) -> dict[str, Any]:
         """Final validation of the held-out cases (validation/), then the model folder's cv_summary.json."""
+        from xtlunet.cascade.next_stage import next_stage_writer
         from xtlunet.validation import validate_fold, write_cv_summary
 
         ctx = self.ctx
         net.eval()
-        summary = validate_fold([net], ctx.load(ctx.val_ids), self.plans, self.conf, ctx.spec,
+        cases = ctx.load(ctx.val_ids) if self.previous is None else self.previous.stacked(ctx.load(ctx.val_ids))
+        summary = validate_fold([net], cases, self.plans, self.conf, ctx.spec,
                                 ctx.out_dir / "validation", ctx.pre_dir / "gt_segmentations", device,
                                 mirror_axes if self.run.validation_tta else (), self.run.step_size,
                                 {"trainer": self.name, "fold": str(self.run.fold), "configuration": self.conf.name,
-                                 "plans": self.plans.plans_name}, loop.step.autocast)
+                                 "plans": self.plans.plans_name}, loop.step.autocast,
+                                next_stage=next_stage_writer(self.plans, self.conf, ctx.pre_dir, ctx.model_dir))
         write_cv_summary(ctx.model_dir)
         loop.progress.message(f"final validation: {summary.one_line()}")
         log.info("final validation: %s", summary.one_line())

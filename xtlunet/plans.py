@@ -14,11 +14,16 @@ from xtlunet.utils.atomic import read_json, write_json
 PLANS_VERSION = 1
 DEFAULT_PLANS = "xtlunetPlans"
 ANISOTROPY_THRESHOLD = 3.0  # an axis this many times coarser than the finest is treated apart (spacing, resampling)
+CASCADE_KEYS = ("previous_stage", "next_stage")  # written only when set, so plans without a cascade keep their hashes
 
 
 @dataclass
 class ConfigurationPlan:
-    """One configuration (2d, 3d_fullres, 3d_lowres, 3d_roi): spacing, patch, batch, network."""
+    """One configuration (2d, 3d_fullres, 3d_lowres, 3d_cascade_fullres, 3d_roi): spacing, patch, batch, network.
+
+    A cascade stage names the configuration before it (`previous_stage`: its predictions become one-hot input
+    channels) or after it (`next_stage`: its validation exports predictions for that stage).
+    """
 
     name: str
     task: str
@@ -39,6 +44,16 @@ class ConfigurationPlan:
     source_config: str | None = None
     pretrained_constraint: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    previous_stage: str | None = None
+    next_stage: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict; the cascade keys only when set (older plans keep their identity)."""
+        d = asdict(self)
+        for key in CASCADE_KEYS:
+            if d[key] is None:
+                del d[key]
+        return d
 
     def network(self) -> ArchitectureDescription:
         """The architecture as a typed description."""
@@ -80,6 +95,11 @@ class Plans:
         """The nonzero label values, ascending."""
         return sorted(v for v in set(self.labels.values()) if v != 0)
 
+    def input_channels(self, conf: ConfigurationPlan) -> int:
+        """Channels a configuration's network reads: the images', plus one per foreground label after a previous
+        cascade stage."""
+        return len(self.channel_names) + (len(self.foreground_labels()) if conf.previous_stage else 0)
+
     def configuration(self, name: str) -> ConfigurationPlan:
         """A configuration by name, or a clear error with a suggestion."""
         if name not in self.configurations:
@@ -91,7 +111,7 @@ class Plans:
     def design_identity(self, configuration: str) -> str:
         """A short hash of what one configuration trains on — network, patch, spacing, batch, normalisation, axes —
         but not the plans' name: arms that share it are comparable, whatever their plans file is called."""
-        conf = asdict(self.configuration(configuration))
+        conf = self.configuration(configuration).to_json()
         for key in ("name", "data_identifier", "notes", "memory_estimate_gb"):
             conf.pop(key, None)
         design = {"configuration": conf, "transpose_forward": self.transpose_forward, "reorient": self.reorient,
@@ -108,7 +128,7 @@ class Plans:
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         d = asdict(self)
-        d["configurations"] = {k: asdict(v) for k, v in self.configurations.items()}
+        d["configurations"] = {k: v.to_json() for k, v in self.configurations.items()}
         return d
 
     @classmethod

@@ -27,6 +27,7 @@ class TrainedModel:
     nets: list[nn.Module]
     folds: list[str]
     mirror_axes: list[int]
+    previous: "TrainedModel | None" = None   # a cascade's lowres model, predicted first (xtlunet.cascade.chain)
 
 
 def resolve_model_folder(results: Path, dataset_name: str, configuration: str, trainer: str,
@@ -49,8 +50,9 @@ def resolve_model_folder(results: Path, dataset_name: str, configuration: str, t
 
 
 def load_trained_model(folder: Path, folds: Sequence[str], checkpoint: str = "final",
-                       device: torch.device | str = "cpu") -> TrainedModel:
-    """Networks of the given folds from checkpoint_{final|best}.pth, checked against the folder's plans."""
+                       device: torch.device | str = "cpu", previous_trainer: str | None = None) -> TrainedModel:
+    """Networks of the given folds from checkpoint_{final|best}.pth, checked against the folder's plans; a cascade
+    model brings its lowres model (every finished fold; `previous_trainer` names another than its own)."""
     look_up_option(checkpoint, ("final", "best", "latest"), "checkpoint")
     check_model_files(folder)
     plans = Plans.load(folder / "plans.json")
@@ -71,7 +73,12 @@ def load_trained_model(folder: Path, folds: Sequence[str], checkpoint: str = "fi
             raise XtlunetError(f"fold {fold} was trained with mirror axes {axes}, other folds with {mirror}",
                                path=path, fix="ensemble folds of one trainer set-up, or choose folds with -f")
         mirror = axes
-    return TrainedModel(folder, plans, conf, spec, nets, [str(f) for f in folds], mirror or [])
+    previous = None
+    if conf.previous_stage:
+        from xtlunet.cascade.chain import load_previous_model
+
+        previous = load_previous_model(folder, plans, conf, checkpoint, device, previous_trainer)
+    return TrainedModel(folder, plans, conf, spec, nets, [str(f) for f in folds], mirror or [], previous)
 
 
 def check_model_files(folder: Path) -> None:

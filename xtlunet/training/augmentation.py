@@ -39,6 +39,7 @@ class AugmentationConfig:
     mirror_axes: tuple[int, ...] | None = None     # None: every spatial axis of the patch
     in_plane_only: bool = False                   # strongly anisotropic plans: 2D spatial transform per slice
     mask_channels: tuple[int, ...] = ()            # channels normalised inside the body mask (use_mask_for_norm)
+    previous_stage_labels: tuple[int, ...] = ()    # cascade: seg channel 1 → one-hot data channels, perturbed
 
     def mirrored(self, dim: int) -> tuple[int, ...]:
         """The spatial axes mirrored in training, hence the ones test-time mirroring may flip (their one home)."""
@@ -118,7 +119,7 @@ def spatial_transform(patch_size: Sequence[int], cfg: AugmentationConfig) -> Spa
 def build_augmentation(patch_size: Sequence[int], cfg: AugmentationConfig | None = None,
                        with_seg: bool = True) -> Compose:
     """The training transforms: spatial (per slice for dummy 2D), noise, blur, brightness, contrast, low resolution,
-    gamma, mirroring."""
+    gamma, mirroring; for a cascade, last, the previous stage's one-hot channels and their perturbations."""
     cfg = cfg or AugmentationConfig()
     dim = len(patch_size)
     mirror = cfg.mirrored(dim)
@@ -142,4 +143,8 @@ def build_augmentation(patch_size: Sequence[int], cfg: AugmentationConfig | None
         transforms.append(MirrorTransform(mirror))
     if with_seg:  # then, as nnU-Net, outside the body (and the image) is trained as background
         transforms += [MaskOutside(cfg.mask_channels), RemoveLabelTransform(-1, 0)]
+    if with_seg and cfg.previous_stage_labels:
+        from xtlunet.cascade.transforms import previous_stage_transforms
+
+        transforms += previous_stage_transforms(cfg.previous_stage_labels)
     return Compose(transforms)

@@ -18,13 +18,15 @@ from xtlunet.utils.atomic import read_json
 
 @dataclass
 class CaseArrays:
-    """One preprocessed case: data (C, *spatial) and seg memory-mapped, plus its properties."""
+    """One preprocessed case: data (C, *spatial) and seg memory-mapped, plus its properties (and, for a cascade
+    stage, the previous stage's label map on the same grid)."""
 
     case_id: str
     data: np.ndarray
     seg: np.ndarray | None
     props: dict[str, Any]
     locations: dict[int, np.ndarray] = field(default_factory=dict)
+    previous: np.ndarray | None = None
 
 
 def load_case_arrays(folder: Path, case_id: str) -> CaseArrays:
@@ -111,17 +113,22 @@ class SegmentationBatches(SlimDataLoaderBase):
         return locs[np.random.randint(len(locs))].astype(float)
 
     def _sample(self, case: CaseArrays, forced: bool) -> tuple[np.ndarray, np.ndarray]:
-        """(data, seg) of one sample: the box of `extract` voxels, padded with 0 / −1 outside the image."""
+        """(data, seg) of one sample: the box of `extract` voxels, padded with 0 / −1 outside the image; a cascade
+        case's previous-stage labels become seg channel 1 (0 outside the image), augmented with the image."""
         voxel = self._foreground_voxel(case) if forced else None
-        arr, seg = case.data, case.seg
+        arr, seg, prev = case.data, case.seg, case.previous
         if arr.ndim - 1 != len(self.patch):          # a 2D configuration on 3D data: one slice
             z = int(voxel[0]) if voxel is not None else np.random.randint(arr.shape[1])
             arr, seg, voxel = arr[:, z], seg[z], None if voxel is None else voxel[1:]
+            prev = None if prev is None else prev[z]
         start = box_start(arr.shape[1:], self.extract, self.patch, voxel)
-        return crop_box(arr, start, self.extract, 0.0), crop_box(seg[None], start, self.extract, -1)
+        segs = crop_box(seg[None], start, self.extract, -1)
+        if prev is not None:
+            segs = np.concatenate([segs, crop_box(prev[None], start, self.extract, 0).astype(segs.dtype)])
+        return crop_box(arr, start, self.extract, 0.0), segs
 
     def generate_train_batch(self) -> dict[str, Any]:
-        """One batch: data (B, C, *extract), seg (B, 1, *extract) with −1 outside the image."""
+        """One batch: data (B, C, *extract), seg (B, 1, *extract) with −1 outside the image (a cascade's: B, 2, …)."""
         data, segs, keys = [], [], []
         for b in range(self.batch_size):
             case = self._data[np.random.randint(len(self._data))]

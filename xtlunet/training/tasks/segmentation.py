@@ -1,12 +1,14 @@
 """Segmentation machinery: oversampled patches, Dice+CE with deep supervision, pseudo-Dice on validation patches."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
+from xtlunet.cascade.onehot import previous_stage_to_data
 from xtlunet.plans import ConfigurationPlan, Plans
 from xtlunet.training.augmentation import AugmentationConfig, augmentation_config
 from xtlunet.training.data import CaseArrays, SegmentationBatches
@@ -26,6 +28,8 @@ class SegmentationTask:
         self.aug = aug or augmentation_config(conf)
         self.mirror_axes = self.aug.mirrored(conf.dim)
         self.labels = plans.foreground_labels()
+        if conf.previous_stage:   # a cascade stage reads the previous stage's labels, one-hot, whatever the hook said
+            self.aug = replace(self.aug, previous_stage_labels=tuple(self.labels))
 
     @staticmethod
     def loss(net: nn.Module, batch_dice: bool = True) -> nn.Module:
@@ -58,6 +62,8 @@ class SegmentationTask:
         losses, counts = [], np.zeros((3, len(self.labels)))
         for _ in range(iters):
             b = loader.generate_train_batch()
+            if self.aug.previous_stage_labels:
+                b = previous_stage_to_data(b, self.aug.previous_stage_labels)
             x, y = self.to_device(b, net, device)
             with autocast:
                 out = net(x)
