@@ -6,6 +6,9 @@ plans with one patch and nnU-Net's topology and batch size), trains a barely-tra
 example's held-back imagesTs cases: wall time per case and peak memory of each command's whole process tree, best of
 --repeats, tools alternating. Checks that the predictions have the input's geometry and reports their Dice against
 labelsTs (both models are barely trained, so the Dice values only show that the outputs are sane).
+`--xtlunet-options "OPTIONS"` (repeatable) times xtlunet once per set of extra predict options (e.g. --precision fp32,
+--empty-windows run, --tta-axes 1 2), each as its own row, and reports how many label voxels each set changes
+against the first.
 
 The same file is the nnU-Net training driver: `--_driver nnunet-train SPEC_JSON` runs in nnU-Net's venv.
 """
@@ -15,12 +18,14 @@ import argparse
 import json
 import os
 import platform
+import re
+import shlex
 import shutil
 import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -131,10 +136,39 @@ def test_input(setup: Setup, copies: int) -> tuple[Path, Path, list[str]]:
 # Timing and checking
 # ---------------------------------------------------------------------------------------------------------------
 
-def predict_command(setup: Setup, tool: str, in_dir: Path, out_dir: Path, tta: bool, step: float,
+@dataclass(frozen=True)
+class Runner:
+    """One timed command line: nnU-Net's, or xtlunet's with extra predict options (one --xtlunet-options set)."""
+
+    label: str
+    tool: str
+    extra: tuple[str, ...] = field(default=())
+
+    @property
+    def slug(self) -> str:
+        """A folder name for its predictions."""
+        return re.sub(r"[^A-Za-z0-9]+", "_", self.label).strip("_").lower()
+
+    def runs(self, tta: bool) -> bool:
+        """Whether it is timed in the TTA (or no-TTA) round: options choosing TTA axes make no sense without TTA."""
+        return tta or "--tta-axes" not in self.extra
+
+
+def make_runners(options: Sequence[str] | None) -> list[Runner]:
+    """nnU-Net, then xtlunet once per --xtlunet-options string (once with its defaults when none is given)."""
+    out = [Runner(NNUNET, NNUNET)]
+    for text in options or [""]:
+        extra = tuple(shlex.split(text))
+        out.append(Runner(" ".join([XTLUNET, *extra]), XTLUNET, extra))
+    if len({r.label for r in out}) != len(out):
+        sys.exit("--xtlunet-options: each set of options once")
+    return out
+
+
+def predict_command(setup: Setup, runner: Runner, in_dir: Path, out_dir: Path, tta: bool, step: float,
                     npp: int) -> list[str]:
-    """The prediction command of a tool."""
-    if tool == NNUNET:
+    """The prediction command of a runner."""
+    if runner.tool == NNUNET:
         cmd = [str(setup.venv / "bin" / "nnUNetv2_predict"), "-i", str(in_dir), "-o", str(out_dir),
                "-d", str(DATASET_ID), "-c", CONFIGURATION, "-f", "0", "-tr", NNUNET_TRAINER,
                "-p", setup.bench_plans[NNUNET], "-device", "cpu", "-step_size", f"{step:g}", "-npp", str(npp),
@@ -142,7 +176,8 @@ def predict_command(setup: Setup, tool: str, in_dir: Path, out_dir: Path, tta: b
         return cmd + ([] if tta else ["--disable_tta"])
     cmd = [sys.executable, "-m", "xtlunet", "-q", "predict", "-i", str(in_dir), "-o", str(out_dir),
            "-d", str(DATASET_ID), "-c", CONFIGURATION, "-f", "0", "-tr", XTLUNET_TRAINER,
-           "-p", setup.bench_plans[XTLUNET], "--device", "cpu", "--step-size", f"{step:g}", "-npp", str(npp)]
+           "-p", setup.bench_plans[XTLUNET], "--device", "cpu", "--step-size", f"{step:g}", "-npp", str(npp),
+           *runner.extra]
     return cmd + ([] if tta else ["--no-tta"])
 
 
@@ -203,15 +238,16 @@ def check_predictions(out_dir: Path, in_dir: Path, labels: Path, ids: Sequence[s
     return out
 
 
-def measure(setup: Setup, tool: str, tta: bool, in_dir: Path, ids: Sequence[str], args: argparse.Namespace,
+def measure(setup: Setup, runner: Runner, tta: bool, in_dir: Path, ids: Sequence[str], args: argparse.Namespace,
             runs: list[PredictRun]) -> Path:
     """One measured prediction run into a fresh folder; exits with the output tail when it fails."""
-    out_dir = setup.work / "predictions" / f"{'nnunet' if tool == NNUNET else 'xtlunet'}_{'tta' if tta else 'notta'}"
+    out_dir = setup.work / "predictions" / f"{runner.slug}_{'tta' if tta else 'notta'}"
     fresh(out_dir)
-    cmd = predict_command(setup, tool, in_dir, out_dir, tta, args.step_size, args.npp)
+    cmd = predict_command(setup, runner, in_dir, out_dir, tta, args.step_size, args.npp)
     if args.wait_idle > 0:
         wait_for_idle(args.wait_idle)
-    m = run_measured(cmd, threads_env(setup.envs[tool], args.threads), cwd=setup.work, timeout_s=args.timeout)
+    tool = runner.label
+    m = run_measured(cmd, threads_env(setup.envs[runner.tool], args.threads), cwd=setup.work, timeout_s=args.timeout)
     written = len([c for c in ids if (out_dir / f"{c}.nii.gz").is_file()])
     if m.returncode != 0 or written != len(ids):
         sys.exit(f"{tool} prediction failed (exit {m.returncode}, {written}/{len(ids)} cases written): "
@@ -219,8 +255,8 @@ def measure(setup: Setup, tool: str, tta: bool, in_dir: Path, ids: Sequence[str]
     run = PredictRun(tool, tta, m.wall_s, m.cpu_s, m.peak_rss_bytes, m.peak_pss_bytes, m.max_processes,
                      m.other_cpu_s, contended(m), written, cmd)
     runs.append(run)
-    print(f"  {tool:<11} {'TTA   ' if tta else 'no TTA'} {m.wall_s:7.2f} s ({m.wall_s / len(ids):6.2f} s/case), "
-          f"CPU {m.cpu_s:6.1f} s, peak RSS {m.peak_rss_bytes / MB:6.0f} MB, "
+    print(f"  {tool:<{max(11, len(tool))}} {'TTA   ' if tta else 'no TTA'} {m.wall_s:7.2f} s "
+          f"({m.wall_s / len(ids):6.2f} s/case), CPU {m.cpu_s:6.1f} s, peak RSS {m.peak_rss_bytes / MB:6.0f} MB, "
           f"peak PSS {(m.peak_pss_bytes or 0) / MB:6.0f} MB, {m.max_processes} processes"
           + (f"  [busy machine: other processes used {m.other_cpu_s:.1f} CPU-s]" if run.contended else ""), flush=True)
     return out_dir
@@ -242,6 +278,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                    help="OMP/MKL/OPENBLAS/NUMEXPR_NUM_THREADS of both commands (this machine's CPU count)")
     p.add_argument("--no-tta-only", action="store_true", help="skip the runs with test-time mirroring")
+    p.add_argument("--xtlunet-options", action="append", default=None, metavar="OPTIONS",
+                   help="extra options of xtlunet predict as one string, e.g. --xtlunet-options=\"--precision "
+                        "fp32\"; repeat to time several sets, each its own row (default: xtlunet's defaults once); "
+                        "a set with --tta-axes is timed with TTA only")
     p.add_argument("--cases", type=int, default=10, help="training cases of the brain-ms example (10)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated dataset (0)")
     p.add_argument("-np", "--np", dest="np", type=int, default=2, help="workers of both planners (2)")
@@ -260,10 +300,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def label_agreement(dir_a: Path, dir_b: Path, ids: Sequence[str]) -> float:
+    """Share of voxels, over the cases, where two prediction folders have the same label."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    same = total = 0
+    for case in ids:
+        a, b = (sitk.GetArrayFromImage(sitk.ReadImage(str(d / f"{case}.nii.gz"))) for d in (dir_a, dir_b))
+        same, total = same + int((a == b).sum()), total + a.size
+    return same / max(total, 1)
+
+
 def report(setup: Setup, runs: list[PredictRun], checks: dict[tuple[str, bool], list[CaseCheck]], n_cases: int,
-           windows: dict[str, Any]) -> dict[str, Any]:
+           windows: dict[str, Any], runners: Sequence[Runner],
+           agreement: dict[tuple[str, bool], float]) -> dict[str, Any]:
     """Print the table, the ratios and the checks; return the summary for the JSON file."""
-    head = (f"{'tool':<11} {'TTA':<4} {'s/case':>7} {'wall s':>7} {'CPU s':>7} {'peak RSS MB':>12} "
+    w = max(11, *(len(r.label) for r in runners))
+    head = (f"{'tool':<{w}} {'TTA':<4} {'s/case':>7} {'wall s':>7} {'CPU s':>7} {'peak RSS MB':>12} "
             f"{'peak PSS MB':>12} {'procs':>5} {'same geom':>9} {'Dice':>6}")
     print(f"\n{CONFIGURATION} prediction of {n_cases} cases on the CPU, patch {fmt_axes(setup.patch)}, "
           f"about {windows['per_case']} windows per case (the median case, step 0.5)")
@@ -271,7 +325,7 @@ def report(setup: Setup, runs: list[PredictRun], checks: dict[tuple[str, bool], 
     out: dict[str, Any] = {"results": {}}
     best: dict[tuple[str, bool], PredictRun] = {}
     for tta in (True, False):
-        for tool in (NNUNET, XTLUNET):
+        for tool in (r.label for r in runners):
             rs = [r for r in runs if r.tool == tool and r.tta == tta]
             if not rs:
                 continue
@@ -282,7 +336,7 @@ def report(setup: Setup, runs: list[PredictRun], checks: dict[tuple[str, bool], 
             geom = all(c.same_geometry for c in cs)
             peak_rss = max(r.peak_rss_bytes for r in rs)
             peak_pss = max(r.peak_pss_bytes or 0 for r in rs)
-            print(f"{tool:<11} {'yes' if tta else 'no':<4} {b.wall_s / n_cases:>7.2f} {b.wall_s:>7.2f} "
+            print(f"{tool:<{w}} {'yes' if tta else 'no':<4} {b.wall_s / n_cases:>7.2f} {b.wall_s:>7.2f} "
                   f"{min(r.cpu_s for r in rs):>7.1f} {peak_rss / MB:>12.0f} {peak_pss / MB:>12.0f} "
                   f"{b.max_processes:>5} {'yes' if geom else 'NO':>9} {mean_dice:>6.3f}"
                   + ("  *" if b.contended else ""))
@@ -290,18 +344,21 @@ def report(setup: Setup, runs: list[PredictRun], checks: dict[tuple[str, bool], 
                 "tta": tta, "s_per_case": b.wall_s / n_cases, "best_wall_s": b.wall_s,
                 "best_cpu_s": min(r.cpu_s for r in rs), "peak_rss_bytes": peak_rss, "peak_pss_bytes": peak_pss,
                 "same_geometry": geom, "mean_dice": mean_dice, "cases": [asdict(c) for c in cs],
-                "runs": [asdict(r) for r in rs]}
+                "runs": [asdict(r) for r in rs], "label_agreement_with_first": agreement.get((tool, tta))}
     out["speed_ratio"] = {}
+    ours = [r.label for r in runners if r.tool == XTLUNET]
     for tta in (True, False):
-        if (NNUNET, tta) in best and (XTLUNET, tta) in best:
-            theirs, ours = best[(NNUNET, tta)], best[(XTLUNET, tta)]
-            ratio = theirs.wall_s / ours.wall_s
-            rss = max(r.peak_rss_bytes for r in runs if r.tool == XTLUNET and r.tta == tta) / max(
+        for label in (x for x in ours if (NNUNET, tta) in best and (x, tta) in best):
+            ratio = best[(NNUNET, tta)].wall_s / best[(label, tta)].wall_s
+            rss = max(r.peak_rss_bytes for r in runs if r.tool == label and r.tta == tta) / max(
                 r.peak_rss_bytes for r in runs if r.tool == NNUNET and r.tta == tta)
-            out["speed_ratio"]["tta" if tta else "no_tta"] = ratio
-            out.setdefault("peak_rss_ratio", {})["tta" if tta else "no_tta"] = rss
-            print(f"xtlunet / nnU-Net v2, {'with' if tta else 'without'} TTA: {ratio:.2f}x as fast "
-                  f"(goal >= 1.5x: {'met' if ratio >= 1.5 else 'NOT met'}), peak RSS {rss:.2f}x")
+            key = ("tta" if tta else "no_tta") + ("" if label == XTLUNET else f" {label}")
+            out["speed_ratio"][key] = ratio
+            out.setdefault("peak_rss_ratio", {})[key] = rss
+            same = agreement.get((label, tta))
+            print(f"{label} / nnU-Net v2, {'with' if tta else 'without'} TTA: {ratio:.2f}x as fast "
+                  f"(goal >= 1.5x: {'met' if ratio >= 1.5 else 'NOT met'}), peak RSS {rss:.2f}x"
+                  + ("" if same is None else f"; labels equal to {ours[0]}'s in {100 * same:.3f} % of voxels"))
     print(f"({MEMORY_NOTE}; * = other processes used more than {BUSY_FRACTION:g} cores during that run)")
     print("Dice = mean foreground Dice vs labelsTs over the cases (barely trained models: a sanity check only); "
           "same geom = every prediction has its input's size, spacing, origin and direction")
@@ -360,18 +417,23 @@ def main(argv: Sequence[str] | None = None) -> int:
               + f" (training total {time.perf_counter() - start:.0f} s)", flush=True)
         in_dir, labels, ids = test_input(setup, args.copies)
         windows = windows_per_case(setup)
-        for tool in (NNUNET, XTLUNET):
-            cmd = predict_command(setup, tool, in_dir, Path("OUT"), True, args.step_size, args.npp)
-            print(f"{tool}: {' '.join(cmd)} [{'--disable_tta' if tool == NNUNET else '--no-tta'} without TTA]",
+        runners = make_runners(args.xtlunet_options)
+        for r in runners:
+            cmd = predict_command(setup, r, in_dir, Path("OUT"), True, args.step_size, args.npp)
+            print(f"{r.label}: {' '.join(cmd)} [{'--disable_tta' if r.tool == NNUNET else '--no-tta'} without TTA]",
                   flush=True)
         runs: list[PredictRun] = []
         checks: dict[tuple[str, bool], list[CaseCheck]] = {}
+        outs: dict[tuple[str, bool], Path] = {}
         for tta in ((False,) if args.no_tta_only else (True, False)):
             for _ in range(args.repeats):
-                for tool in (NNUNET, XTLUNET):
-                    out_dir = measure(setup, tool, tta, in_dir, ids, args, runs)
-                    checks[(tool, tta)] = check_predictions(out_dir, in_dir, labels, ids)
-        summary = report(setup, runs, checks, len(ids), windows)
+                for r in (r for r in runners if r.runs(tta)):
+                    outs[(r.label, tta)] = measure(setup, r, tta, in_dir, ids, args, runs)
+                    checks[(r.label, tta)] = check_predictions(outs[(r.label, tta)], in_dir, labels, ids)
+        first = runners[1].label
+        agreement = {(label, tta): label_agreement(outs[(first, tta)], out, ids) for (label, tta), out in outs.items()
+                     if label not in (NNUNET, first) and (first, tta) in outs}
+        summary = report(setup, runs, checks, len(ids), windows, runners, agreement)
         if args.json:
             doc = {"dataset": DATASET_NAME, "cases": args.cases, "test_cases": ids, "configuration": CONFIGURATION,
                    "patch": setup.patch, "batch_size": setup.batch_size, "architecture": setup.arch,
@@ -381,8 +443,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "train_iters": args.train_iters, "setup_s": setup.setup_s, "nnunet_install_s": install_s,
                    "versions": {NNUNET: package_version(venv_python(venv), "nnunetv2"),
                                 XTLUNET: package_version(sys.executable, "xtlunet")},
-                   "commands": {t: predict_command(setup, t, in_dir, Path("OUT"), True, args.step_size, args.npp)
-                                for t in (NNUNET, XTLUNET)},
+                   "commands": {r.label: predict_command(setup, r, in_dir, Path("OUT"), True, args.step_size, args.npp)
+                                for r in runners},
                    "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                "platform": platform.platform()}, **summary}
             write_results(args.json, doc)

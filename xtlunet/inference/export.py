@@ -1,8 +1,14 @@
-"""Undo preprocessing on predicted probabilities and write label maps with the original geometry."""
+"""Undo preprocessing on predicted probabilities and write label maps with the original geometry.
+
+`export_prediction` reverts one class at a time: each class is resampled in fp32 on the cropped grid, the labels
+come from a running argmax there (exactly np.argmax's, ties to the lower class), and only the probabilities to
+save are kept at full resolution, in float16 (as CASE.npz stores them). A many-class large case never holds every
+class at full resolution in fp32.
+"""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -10,7 +16,7 @@ from xtlunet.dataset.geometry import Geometry, Reorientation
 from xtlunet.dataset.io import file_ending, write_image
 from xtlunet.errors import XtlunetError
 from xtlunet.plans import Plans
-from xtlunet.preprocessing.resample import resample_probabilities
+from xtlunet.preprocessing.resample import resample_classes
 from xtlunet.utils.atomic import atomic_path
 
 
@@ -20,17 +26,26 @@ def revert_preprocessing(probs: np.ndarray, props: dict[str, Any], plans: Plans)
     Resample to the cropped shape, paste into the uncropped array (background outside the crop box), transpose back,
     undo the reorientation (if any): each step exact except the resampling.
     """
-    probs = np.asarray(probs, dtype=np.float32)
+    return np.stack([revert_channel(c, props, plans, float(k == 0))
+                     for k, c in enumerate(_cropped_classes(probs, props, plans))])
+
+
+def _cropped_classes(probs: np.ndarray, props: dict[str, Any], plans: Plans) -> Iterator[np.ndarray]:
+    """Each class's fp32 probabilities resampled to the cropped grid, one at a time, once the input is checked."""
     check_same_plans(props, plans)
     if list(probs.shape[1:]) != list(props["shape_after_resample"]):
         raise XtlunetError(f"probabilities of spatial shape {list(probs.shape[1:])} do not match the preprocessed "
                            f"shape {props['shape_after_resample']}",
                            fix="pass this case's preprocessed-grid prediction (write_prediction takes reverted ones)")
-    cropped = resample_probabilities(probs, props["shape_after_crop"], props["separate_axis"])
-    full = np.zeros((probs.shape[0], *props["shape_before_crop"]), dtype=np.float32)
-    full[0] = 1.0
-    full[(slice(None), *(slice(a, b) for a, b in props["bbox"]))] = cropped
-    return undo_reorientation(full.transpose([0, *(a + 1 for a in plans.transpose_backward)]), props)
+    return resample_classes(probs, props["shape_after_crop"], props["separate_axis"])
+
+
+def revert_channel(cropped: np.ndarray, props: dict[str, Any], plans: Plans, fill: float | int) -> np.ndarray:
+    """One channel of the cropped grid on the original grid: pasted into the crop box (`fill` outside), transposed
+    back, reorientation undone (exact); its dtype is kept."""
+    full = np.full(props["shape_before_crop"], fill, dtype=cropped.dtype)
+    full[tuple(slice(a, b) for a, b in props["bbox"])] = cropped
+    return undo_reorientation(full.transpose(plans.transpose_backward), props, lead=0)
 
 
 def check_same_plans(props: dict[str, Any], plans: Plans) -> None:
@@ -44,22 +59,26 @@ def check_same_plans(props: dict[str, Any], plans: Plans) -> None:
                            fix="export with the plans the case was preprocessed with")
 
 
-def undo_reorientation(full: np.ndarray, props: dict[str, Any]) -> np.ndarray:
-    """Arrays (K, *reoriented shape) back in the input's axis order and directions (exact), as recorded in props."""
+def undo_reorientation(full: np.ndarray, props: dict[str, Any], lead: int = 1) -> np.ndarray:
+    """Arrays (`lead` leading axes, *reoriented shape) back in the input's axis order and directions (exact)."""
     record = props.get("reorientation")
     if record is None:
         return np.ascontiguousarray(full)
-    return Reorientation.from_json(record).revert(full, lead=1)
+    return Reorientation.from_json(record).revert(full, lead=lead)
+
+
+def label_values(plans: Plans, classes: int) -> np.ndarray:
+    """The declared label values in class order (uint8 when they fit, else uint16); refused if not `classes`."""
+    values = np.array(sorted(set(plans.labels.values())))
+    if len(values) != classes:
+        raise XtlunetError(f"{classes} probability channels but {len(values)} labels in plans "
+                           f"{plans.plans_name}", fix="use the plans the network was trained with")
+    return values.astype(np.uint8 if values.max() < 256 else np.uint16)
 
 
 def probabilities_to_labels(probs: np.ndarray, plans: Plans) -> np.ndarray:
     """Argmax over classes, mapped to the declared label values (uint8 when they fit, else uint16)."""
-    values = np.array(sorted(set(plans.labels.values())))
-    if len(values) != probs.shape[0]:
-        raise XtlunetError(f"{probs.shape[0]} probability channels but {len(values)} labels in plans "
-                           f"{plans.plans_name}", fix="use the plans the network was trained with")
-    dtype = np.uint8 if values.max() < 256 else np.uint16
-    return values.astype(dtype)[np.argmax(probs, axis=0)]
+    return label_values(plans, probs.shape[0])[np.argmax(probs, axis=0)]
 
 
 def probabilities_path(out_path: str | Path) -> Path:
@@ -70,6 +89,14 @@ def probabilities_path(out_path: str | Path) -> Path:
     return out_path.with_name(f"{stem}.npz")
 
 
+def _write(labels: np.ndarray, probs16: np.ndarray | None, props: dict[str, Any], out_path: str | Path) -> None:
+    """Write the label map (the input's geometry) and, when given, the float16 probabilities to CASE.npz; atomic."""
+    write_image(out_path, labels, Geometry.from_json(props["geometry"]))
+    if probs16 is not None:
+        with atomic_path(probabilities_path(out_path)) as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(fh, probabilities=probs16)
+
+
 def write_prediction(full: np.ndarray, props: dict[str, Any], plans: Plans, out_path: str | Path,
                      save_probabilities: bool = False) -> np.ndarray:
     """Write reverted probabilities (K, *original shape) as a label map on the original grid; returns the labels.
@@ -77,14 +104,28 @@ def write_prediction(full: np.ndarray, props: dict[str, Any], plans: Plans, out_
     Files are written atomically; with save_probabilities, a float16 `probabilities` array goes to CASE.npz beside it.
     """
     labels = probabilities_to_labels(full, plans)
-    write_image(out_path, labels, Geometry.from_json(props["geometry"]))
-    if save_probabilities:
-        with atomic_path(probabilities_path(out_path)) as tmp, open(tmp, "wb") as fh:
-            np.savez_compressed(fh, probabilities=full.astype(np.float16))
+    _write(labels, full.astype(np.float16) if save_probabilities else None, props, out_path)
     return labels
 
 
 def export_prediction(probs: np.ndarray, props: dict[str, Any], plans: Plans, out_path: str | Path,
                       save_probabilities: bool = False) -> np.ndarray:
-    """Revert probabilities (K, *preprocessed) and write them as write_prediction does; returns the labels."""
-    return write_prediction(revert_preprocessing(probs, props, plans), props, plans, out_path, save_probabilities)
+    """Revert probabilities (K, *preprocessed) and write them as write_prediction does, one class at a time (see the
+    module docstring); returns the labels, identical to write_prediction(revert_preprocessing(...))'s."""
+    values = label_values(plans, probs.shape[0])
+    best = index = saved = None
+    for k, cls in enumerate(_cropped_classes(np.asarray(probs, dtype=np.float32), props, plans)):
+        if best is None:
+            best, index = cls, np.zeros(cls.shape, dtype=values.dtype)
+        else:
+            better = cls > best   # strict: a tie keeps the lower class, as np.argmax does
+            index[better] = k
+            best = np.maximum(best, cls)
+        if save_probabilities:
+            channel = revert_channel(cls.astype(np.float16), props, plans, float(k == 0))
+            if saved is None:
+                saved = np.empty((len(values), *channel.shape), dtype=np.float16)
+            saved[k] = channel
+    labels = revert_channel(values[index], props, plans, values[0])
+    _write(labels, saved, props, out_path)
+    return labels

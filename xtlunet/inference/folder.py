@@ -16,12 +16,12 @@ from xtlunet.dataset.spec import Case, channel_of, discover_cases, ending_proble
 from xtlunet.errors import XtlunetError, plural
 from xtlunet.inference.export import export_prediction
 from xtlunet.inference.models import TrainedModel
-from xtlunet.inference.predict import predict_case
+from xtlunet.inference.predict import inference_choices, predict_case
 from xtlunet.inference.roi import roi_probabilities
 from xtlunet.preprocessing.case import preprocess_loaded
 from xtlunet.utils.atomic import write_csv
-from xtlunet.utils.lock import folder_lock
 from xtlunet.utils.parallel import imap_cases
+from xtlunet.utils.sharding import WHOLE, Part, output_lock, write_part_table
 
 log = logging.getLogger("xtlunet")
 
@@ -31,13 +31,17 @@ class PredictOptions:
     """How to predict: sliding-window step, windows per pass, TTA, outputs, workers."""
 
     step: float = 0.5
-    batch_windows: int = 4
+    batch_windows: int | None = None   # None: chosen from the free memory (inference/predict.py)
     tta: bool = True
     save_probabilities: bool = False
     num_workers: int = 1
     overwrite: bool = False
     device: torch.device | str = "cpu"
     findings: Path | None = None
+    part: Part = WHOLE  # a job array's part: only its cases are predicted (utils/sharding.py)
+    precision: str = "auto"             # auto | fp32 | bf16 (utils/device.resolve_precision)
+    tta_axes: tuple[int, ...] | None = None   # a subset of the trained mirror axes; None: all of them
+    empty_windows: str = "reuse"        # reuse | skip | run (inference/sliding_window.py)
 
 
 @dataclass
@@ -131,6 +135,8 @@ def predict_folder(in_dir: Path, out_dir: Path, model: TrainedModel, opts: Predi
     if out_dir.exists() and not out_dir.is_dir():
         raise XtlunetError("output path is a file, not a folder", path=out_dir, fix="give a folder for -o")
     check_folders(in_dir, out_dir)
+    if model.conf.task == "segmentation":   # checked before anything is written (classification: findings first)
+        inference_choices(model, opts, announce=True)
     cases, unused = input_cases(in_dir, model)
     if unused:
         log.warning("%s of %s not used: %s", plural(len(unused), "file"), in_dir, unused_line(unused))
@@ -140,7 +146,8 @@ def predict_folder(in_dir: Path, out_dir: Path, model: TrainedModel, opts: Predi
         raise XtlunetError(f"cannot create the output folder ({exc.strerror})", path=out_dir,
                            fix="choose a writable folder for -o") from None
     check_writable(out_dir)
-    with folder_lock(out_dir, "predict output folder"):  # one run per output folder; sweeps killed runs' temp files
+    # one run per output folder (or per part of it); sweeps killed runs' temp files
+    with output_lock(out_dir, "predict output folder", opts.part):
         return _predict_cases(cases, out_dir, model, opts, unused)
 
 
@@ -151,17 +158,22 @@ def _predict_cases(cases: list[Case], out_dir: Path, model: TrainedModel, opts: 
         return _predict_findings(cases, out_dir, model, opts, unused)
     result = PredictResult(unused=unused)
     ending = model.spec.file_ending
-    todo = [c for c in cases if opts.overwrite or not (out_dir / f"{c.case_id}{ending}").is_file()]
-    result.skipped = [c.case_id for c in cases if c not in todo]
-    axes = tuple(model.mirror_axes) if opts.tta else ()
+    mine = opts.part.select(cases)
+    todo = [c for c in mine if opts.overwrite or not (out_dir / f"{c.case_id}{ending}").is_file()]
+    result.skipped = [c.case_id for c in mine if c not in todo]
+    axes, precision = inference_choices(model, opts)
     for case, item in progress_bar(_preprocessed(todo, model, {}, opts.num_workers), total=len(todo),
                                    desc="predict", unit="case"):
         try:
             if isinstance(item, Exception):
                 raise item
             data, props = item
+            if model.previous is not None:   # a cascade: the lowres model's labels become extra input channels
+                from xtlunet.cascade.chain import with_previous_stage
+
+                data = with_previous_stage(model, case, data, props, opts)
             probs = predict_case(model.nets, data, model.conf, model.plans, opts.step, opts.batch_windows, axes,
-                                 opts.device)
+                                 opts.device, precision=precision, empty_windows=opts.empty_windows)
             export_prediction(probs, props, model.plans, out_dir / f"{case.case_id}{ending}", opts.save_probabilities)
             result.written.append(case.case_id)
         except (XtlunetError, OSError, RuntimeError, ValueError) as exc:
@@ -199,10 +211,11 @@ def _predict_findings(cases: list[Case], out_dir: Path, model: TrainedModel, opt
                            fix="give the images of every case in --findings, or drop those rows")
     result, rows = PredictResult(unused=unused), []
     names = [n for n, _ in sorted(model.spec.classes.items(), key=lambda kv: kv[1])]
-    axes = tuple(model.mirror_axes) if opts.tta else ()
-    todo = [c for c in cases if c.case_id in by_case]
+    axes, precision = inference_choices(model, opts, announce=True)
+    mine = opts.part.select(cases)  # the checks above cover every case, the work only the part's
+    todo = [c for c in mine if c.case_id in by_case]
     idle = {f"{c.case_id}_XXXX{model.spec.file_ending}": "no finding of this case in --findings"
-            for c in cases if c.case_id not in by_case}
+            for c in mine if c.case_id not in by_case}
     if idle:
         log.warning("%d case(s) of the input folder not classified: %s", len(idle), unused_line(idle))
         result.unused.update(idle)
@@ -215,9 +228,12 @@ def _predict_findings(cases: list[Case], out_dir: Path, model: TrainedModel, opt
         fs = props["findings"]
         centers = [finding_center(f["index"], data.shape) for f in fs]
         probs = roi_probabilities(model.nets, [data] * len(fs), centers, model.conf.patch_size,
-                                  model.conf.num_outputs, axes, opts.device)
+                                  model.conf.num_outputs, axes, opts.device, precision.context(opts.device))
         rows += [prediction_row(src, list(p), names, labelled=False) for src, p in zip(by_case[case.case_id], probs)]
         result.written.append(case.case_id)
-    if rows:
-        write_csv(rows, out_dir / "predictions.csv", prediction_columns(names, labelled=False))
+    columns = prediction_columns(names, labelled=False)
+    if not opts.part.is_whole:  # predictions.part-K-of-N.csv; the last part to finish writes predictions.csv
+        write_part_table(rows, out_dir / "predictions.csv", columns, opts.part, known)
+    elif rows:
+        write_csv(rows, out_dir / "predictions.csv", columns)
     return result

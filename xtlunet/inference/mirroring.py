@@ -27,6 +27,28 @@ def check_mirror_axes(mirror_axes: Sequence[int], dim: int) -> None:
                            fix=f"use spatial axes in 0..{dim - 1} (e.g. {tuple(range(dim))})")
 
 
+def tta_mirror_axes(trained: Sequence[int], tta: bool = True, chosen: Sequence[int] | None = None) -> tuple[int, ...]:
+    """The axes test-time mirroring flips: the trained ones (default), a chosen subset of them, or none (no TTA).
+
+    Mirroring an axis training did not mirror would average in views the network never learnt: refused.
+    """
+    trained = tuple(int(a) for a in trained)
+    if chosen is None:
+        return trained if tta else ()
+    chosen = tuple(dict.fromkeys(int(a) for a in chosen))
+    if not tta:
+        raise XtlunetError(f"--no-tta and --tta-axes {' '.join(map(str, chosen))} contradict each other",
+                           fix="give one of them: --no-tta for no mirroring, --tta-axes for a subset")
+    untrained = [a for a in chosen if a not in trained]
+    if untrained:
+        have = " ".join(map(str, trained))
+        raise XtlunetError(f"--tta-axes {' '.join(map(str, chosen))} includes axis {untrained[0]}, which training "
+                           f"did not mirror (mirrored axes: {have or 'none'})",
+                           fix=f"choose from {have}, or leave --tta-axes out" if trained else
+                           "leave --tta-axes out: this model was trained without mirroring")
+    return tuple(sorted(chosen))
+
+
 @contextlib.contextmanager
 def inference_state(net: nn.Module) -> Iterator[nn.Module]:
     """Eval mode and no deep supervision for the block; the previous state is restored afterwards."""

@@ -1,21 +1,25 @@
 """Sliding-window prediction with Gaussian weighting and mirroring TTA (2D, 3D, and 2D nets slice by slice)."""
 from __future__ import annotations
 
-import contextlib
 import itertools
+import math
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from xtlunet.utils.console import progress_bar
 
-from xtlunet.errors import XtlunetError
+from xtlunet.errors import XtlunetError, look_up_option
 from xtlunet.inference.mirroring import check_mirror_axes, inference_state, mirrored_logits
+from xtlunet.utils.console import progress_bar
+from xtlunet.utils.device import Precision
 from xtlunet.utils.device import autocast as mixed_precision
 
 Slicer = tuple[slice, ...]
+EmptyKey = tuple[float, ...]            # the per-channel value of a window whose input is constant
+EMPTY_WINDOWS = ("reuse", "skip", "run")
+SKIP_TOLERANCE = 1e-3   # 'skip': |input| at most this (normalised units) counts as zero (resampling rings near edges)
 
 
 def gaussian_importance_map(patch_size: Sequence[int], sigma_scale: float = 1 / 8,
@@ -71,10 +75,52 @@ def _window_slicers(size: Sequence[int], patch: Sequence[int], step: float, slic
     return [tuple(slice(s, s + p) for s, p in zip(start, patch)) for start in itertools.product(*starts)]
 
 
-def _batches(items: list[Slicer], size: int) -> Iterator[list[Slicer]]:
-    """Consecutive chunks of at most `size` items."""
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
+def window_count(image_size: Sequence[int], patch_size: Sequence[int], step: float = 0.5) -> int:
+    """Windows predict_sliding_window slides over data of spatial `image_size` (a 2D patch on 3D data: per slice)."""
+    slices = int(image_size[0]) if len(image_size) > len(patch_size) else 1
+    return slices * math.prod(len(s) for s in window_starts(image_size[-len(patch_size):], patch_size, step))
+
+
+def empty_key(window: torch.Tensor) -> EmptyKey | None:
+    """The per-channel value of a window (C, *spatial) that is constant in every channel, else None."""
+    flat = window.reshape(window.shape[0], -1)
+    lo, hi = flat.amin(1), flat.amax(1)
+    return tuple(lo.tolist()) if bool((lo == hi).all()) else None
+
+
+def _window_keys(padded: torch.Tensor, slicers: list[Slicer], empty_windows: str) -> list[EmptyKey | None]:
+    """Per window: None to run it, else the key of its constant input ('reuse': exactly constant in every channel;
+    'skip': every value within SKIP_TOLERANCE of zero, the key all zero)."""
+    look_up_option(empty_windows, EMPTY_WINDOWS, "empty_windows")
+    if empty_windows == "run":
+        return [None] * len(slicers)
+    windows = (padded[(slice(None), *s)] for s in slicers)
+    if empty_windows == "skip":
+        zero = (0.0,) * padded.shape[0]
+        return [zero if float(w.abs().amax()) <= SKIP_TOLERANCE else None for w in windows]
+    return [empty_key(w) for w in windows]
+
+
+def _representatives(keys: list[EmptyKey | None], slicers: list[Slicer]) -> list[tuple[EmptyKey, Slicer]]:
+    """The first window of each distinct constant input: the one run for all of them ('reuse')."""
+    firsts: dict[EmptyKey, Slicer] = {}
+    for key, s in zip(keys, slicers):
+        if key is not None:
+            firsts.setdefault(key, s)
+    return list(firsts.items())
+
+
+def _chunks(keys: list[EmptyKey | None], size: int) -> Iterator[range]:
+    """Consecutive ranges of window indices, each holding at most `size` windows to run (key None)."""
+    start, run = 0, 0
+    for i, key in enumerate(keys):
+        if key is None:
+            if run == size:
+                yield range(start, i)
+                start, run = i, 0
+            run += 1
+    if start < len(keys):
+        yield range(start, len(keys))
 
 
 def _check_output(out: torch.Tensor, num_outputs: int, patch_size: Sequence[int]) -> None:
@@ -88,14 +134,18 @@ def _check_output(out: torch.Tensor, num_outputs: int, patch_size: Sequence[int]
 def predict_sliding_window(net: nn.Module, data: torch.Tensor | np.ndarray, patch_size: Sequence[int],
                            num_outputs: int, step: float = 0.5, batch_windows: int = 4,
                            mirror_axes: Sequence[int] = (), device: torch.device | str = "cpu",
-                           use_gaussian: bool = True, autocast: bool = True,
-                           progress: bool = False) -> torch.Tensor:
+                           use_gaussian: bool = True, precision: Precision | None = None,
+                           empty_windows: str = "reuse", progress: bool = False) -> torch.Tensor:
     """Class probabilities (K, *spatial) float32 on the CPU for data (C, *spatial), nnU-Net style.
 
     Windows of `patch_size` overlap by 1 − step; their logits (averaged over the flips of `mirror_axes`,
-    network input axes) are Gaussian-weighted, averaged per voxel, then softmaxed. `batch_windows` windows
-    (times 2^len(mirror_axes) flips) go through the net at once. A 2D patch on 3D data runs the 2D net slice
-    by slice along axis 0. `autocast` enables mixed precision on CUDA (a no-op on the CPU).
+    network input axes) are Gaussian-weighted, averaged per voxel in fp32, then softmaxed. `batch_windows`
+    windows (times 2^len(mirror_axes) flips) go through the net at once. A 2D patch on 3D data runs the 2D net
+    slice by slice along axis 0. `precision`: the autocast of the forward passes (None: autocast on CUDA only,
+    as in training). `empty_windows`: windows whose input is constant in every channel (e.g. all zero outside
+    the body) are 'reuse': run once per distinct input, the logits reused (exact); 'skip': when zero (within
+    SKIP_TOLERANCE), not run at all, and voxels that no run window covers get background probability 1 (this
+    changes the output where the net would predict foreground there, or near their edges); 'run': all are run.
     """
     device = torch.device(device)
     data = torch.as_tensor(data, dtype=torch.float32)
@@ -111,24 +161,50 @@ def predict_sliding_window(net: nn.Module, data: torch.Tensor | np.ndarray, patc
     patch = [1, *patch_size] if slice_mode else [int(p) for p in patch_size]
     padded, crop = pad_to_patch(data, patch)
     size = list(padded.shape[1:])
+    slicers = _window_slicers(size, patch, step, slice_mode)
+    keys = _window_keys(padded, slicers, empty_windows)
     padded = padded.to(device)
     weight = (gaussian_importance_map(patch_size) if use_gaussian else torch.ones(tuple(patch_size))).to(device)
     weight = weight.reshape(patch)
     logits = torch.zeros((num_outputs, *size), dtype=torch.float32, device=device)
     weights = torch.zeros(size, dtype=torch.float32, device=device)
-    slicers = _window_slicers(size, patch, step, slice_mode)
-    amp = mixed_precision(device) if autocast else contextlib.nullcontext()
-    bar = progress_bar(total=-(-len(slicers) // batch_windows), desc="sliding window", unit="batch",
-                       leave=False, disable=not progress)
-    with inference_state(net), torch.inference_mode(), amp, bar:
-        for batch in _batches(slicers, batch_windows):
-            x = torch.stack([padded[(slice(None), *s)] for s in batch])
+    amp = mixed_precision(device) if precision is None else precision.context(device)
+
+    def forward(batch: list[Slicer]) -> torch.Tensor:
+        """fp32 logits (B, K, *patch) of the windows `batch`, mirror-averaged."""
+        x = torch.stack([padded[(slice(None), *s)] for s in batch])
+        with amp:
             out = mirrored_logits(net, x[:, :, 0] if slice_mode else x, mirror_axes)
-            _check_output(out, num_outputs, patch_size)
-            out = out.reshape(out.shape[0], num_outputs, *patch)
-            for o, s in zip(out, batch):
-                logits[(slice(None), *s)] += o * weight
-                weights[s] += weight
-            bar.update()
-    probs = torch.softmax(logits / weights, dim=0)
-    return probs[(slice(None), *crop)].cpu()
+        _check_output(out, num_outputs, patch_size)
+        bar.update()
+        return out.reshape(out.shape[0], num_outputs, *patch)
+
+    reps = _representatives(keys, slicers) if empty_windows == "reuse" else []
+    chunks = list(_chunks(keys, batch_windows))
+    calls = -(-len(reps) // batch_windows) + sum(any(keys[i] is None for i in c) for c in chunks)
+    bar = progress_bar(total=calls, desc="sliding window", unit="batch", leave=False, disable=not progress)
+    with inference_state(net), torch.inference_mode(), bar:
+        cache: dict[EmptyKey, torch.Tensor] = {}   # the logits of each distinct constant input
+        for i in range(0, len(reps), batch_windows):
+            part = reps[i:i + batch_windows]
+            cache.update(zip((k for k, _ in part), forward([s for _, s in part])))
+        for chunk in chunks:   # accumulated in window order, as when every window is run
+            todo = [slicers[i] for i in chunk if keys[i] is None]
+            outs = iter(forward(todo) if todo else ())
+            for i in chunk:
+                o = next(outs) if keys[i] is None else cache.get(keys[i])
+                if o is not None:   # None: a skipped window
+                    logits[(slice(None), *slicers[i])] += o * weight
+                    weights[slicers[i]] += weight
+    return _probabilities(logits, weights)[(slice(None), *crop)].cpu()
+
+
+def _probabilities(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Softmax of the weighted mean logits; voxels no window covered (skipped windows) are background (class 0)."""
+    covered = weights > 0
+    if bool(covered.all()):
+        return torch.softmax(logits / weights, dim=0)
+    probs = torch.softmax(logits / torch.where(covered, weights, torch.ones_like(weights)), dim=0)
+    probs[:, ~covered] = 0.0
+    probs[0, ~covered] = 1.0
+    return probs

@@ -1,7 +1,7 @@
 """Resampling of images (order 3) and label maps (order 1 per label), separate out-of-plane handling when anisotropic."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -65,4 +65,10 @@ def resample_seg(seg: np.ndarray, shape: Sequence[int], sep_axis: int | None) ->
 
 def resample_probabilities(probs: np.ndarray, shape: Sequence[int], sep_axis: int | None) -> np.ndarray:
     """Resample class probabilities (C, *spatial) linearly (out-of-plane nearest when anisotropic)."""
-    return np.stack([resample_image(p, shape, sep_axis, order=1) for p in probs])
+    return np.stack(list(resample_classes(probs, shape, sep_axis)))
+
+
+def resample_classes(probs: np.ndarray, shape: Sequence[int], sep_axis: int | None) -> Iterator[np.ndarray]:
+    """resample_probabilities one class at a time (fp32), so that a caller need not hold every class resampled."""
+    for p in probs:
+        yield resample_image(p, shape, sep_axis, order=1)
