@@ -53,8 +53,8 @@ def start_process(run: RunSpec) -> Process:
 
 
 def end_process(proc: Process) -> None:
-    """Wait for every rank, then leave the process group."""
-    distributed.barrier(proc.dist)
+    """Leave the process group. No barrier: the ranks met after the final checkpoint, and the other ranks must not
+    wait (into NCCL's collective timeout) while rank 0 runs the final validation."""
     distributed.shutdown(proc.dist)
 
 
@@ -130,6 +130,7 @@ class Loop:
                 batches._finish()
         if self.start_epoch < self.run.epochs or not (self.out / "checkpoint_final.pth").is_file():
             self._save("checkpoint_final.pth", self.run.epochs)   # not rewritten when resumed from a finished run
+        distributed.barrier(self.dist)   # the last collective: rank 0 alone validates afterwards, nobody waits on it
         return self.net
 
     def _wrap(self) -> torch.nn.Module:
