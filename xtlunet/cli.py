@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from xtlunet.cli_types import (MOMENTUM, PROPER_FRACTION, STEP, fold_or_all, non_negative_int, positive_float,
-                               positive_int)
+from xtlunet.cli_types import (MOMENTUM, PROPER_FRACTION, STEP, add_model_options, fold_or_all, non_negative_int,
+                               positive_float, positive_int)
 from xtlunet.errors import XtlunetError, noun, os_error_to_user_error, plural
 
 if TYPE_CHECKING:
@@ -31,10 +31,12 @@ def _cmd_example(a: argparse.Namespace) -> None:
 def _cmd_plan(a: argparse.Namespace) -> None:
     """xtlunet plan-and-preprocess."""
     from xtlunet.plan_and_preprocess import plan_and_preprocess, plans_summary
+    from xtlunet.utils.sharding import make_part
 
+    part = make_part(a.num_parts, a.part_id)
     plans = plan_and_preprocess(a.d, a.c, a.pl, a.pretrained, a.gpu_memory_gb, a.verify, a.np, a.overwrite,
                                 a.plans_name, preprocess=not a.no_pp, reorient=a.reorient,
-                                transfer_norm=a.transfer_norm)
+                                transfer_norm=a.transfer_norm, part=part)
     print(plans_summary(plans))
 
 
@@ -198,7 +200,9 @@ def _cmd_predict(a: argparse.Namespace) -> None:
     from xtlunet.inference.models import available_folds, load_trained_model, resolve_model_folder
     from xtlunet.paths import results_root
     from xtlunet.utils.device import pick_device
+    from xtlunet.utils.sharding import make_part
 
+    part = make_part(a.num_parts, a.part_id)
     results = results_root()
     name = find_dataset(a.d, results).name
     folder = resolve_model_folder(results, name, a.c, a.tr, a.p)
@@ -210,9 +214,11 @@ def _cmd_predict(a: argparse.Namespace) -> None:
     model = load_trained_model(folder, folds, a.checkpoint, device)
     opts = PredictOptions(step=a.step_size, batch_windows=a.batch_windows, tta=not a.no_tta,
                           save_probabilities=a.save_probabilities, num_workers=a.npp, overwrite=a.overwrite,
-                          device=device, findings=Path(a.findings) if a.findings else None)
+                          device=device, findings=Path(a.findings) if a.findings else None, part=part,
+                          precision=a.precision, tta_axes=a.tta_axes, empty_windows=a.empty_windows)
     res = predict_folder(Path(a.i), Path(a.o), model, opts)
-    print(f"{plural(len(res.written), 'case')} predicted with {noun(len(model.folds), 'fold')} "
+    of_part = "" if part.is_whole else f"of {part.label} "
+    print(f"{plural(len(res.written), 'case')} {of_part}predicted with {noun(len(model.folds), 'fold')} "
           f"{', '.join(model.folds)} of {folder.name} into {a.o}"
           + (f"; {len(res.skipped)} already there (use --overwrite to redo)" if res.skipped else "")
           + (f"; {plural(len(res.unused), 'input file')} not used (named above)" if res.unused else ""))
@@ -232,17 +238,21 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="predict a folder of new cases with a trained model (fold ensemble)")
     p.add_argument("-i", required=True, help="input folder, files named as in imagesTs (CASE_0000.nii.gz, ...)")
     p.add_argument("-o", required=True, help="output folder")
-    p.add_argument("-d", required=True, help="dataset id or name")
-    p.add_argument("-c", required=True, help="configuration")
-    p.add_argument("-tr", default="ScratchTrainer", help="trainer (default ScratchTrainer)")
-    p.add_argument("-p", default=None, help="plans name (needed when the trainer was run with several plans)")
-    p.add_argument("-f", nargs="+", type=fold_or_all, default=None, help="folds to ensemble (default: every "
-                   "finished fold)")
-    p.add_argument("--checkpoint", default="final", help="final | best")
+    add_model_options(p, "folds to ensemble (default: every finished fold)")
     p.add_argument("--no-tta", action="store_true", help="no mirroring test-time augmentation")
+    p.add_argument("--tta-axes", nargs="+", type=non_negative_int, default=None, metavar="AXIS",
+                   help="mirror only these of the trained mirror axes (e.g. --tta-axes 1 2: 4 passes per window, "
+                   "not 8; default: every trained axis)")
+    p.add_argument("--precision", default="auto", help="auto | fp32 | bf16; auto: bf16 autocast on a GPU with "
+                   "bf16 and on a CPU with native bf16 (amx_bf16/avx512_bf16), else fp32 (default auto)")
+    p.add_argument("--empty-windows", default="reuse", help="reuse | skip | run: windows whose input is constant "
+                   "(e.g. all zero outside the body): reuse = run once, reuse the result (exact; default); skip = not "
+                   "run, background where no run window reaches (plans normalising inside the body mask only); run = "
+                   "run every window")
     p.add_argument("--step-size", type=STEP, default=0.5, help="sliding-window step as a fraction of the patch, "
                    "in (0, 1]")
-    p.add_argument("--batch-windows", type=positive_int, default=4, help="windows per forward pass")
+    p.add_argument("--batch-windows", type=positive_int, default=None, help="windows per forward pass (default: "
+                   "chosen from the free memory, at most 8 and at most the case's windows)")
     p.add_argument("--save-probabilities", action="store_true", help="also write CASE.npz with probabilities")
     p.add_argument("-npp", type=positive_int, default=1, help="processes preprocessing ahead")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -251,6 +261,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--qc", nargs="?", const="", default=None, type=qc_reference, metavar="LABELS",
                    help="also write OUT/qc/CASE.png: overlay montages of the prediction (and of the reference in the "
                    "folder LABELS, when given)")
+    _add_parts(p, "predicts")
     p.set_defaults(func=_cmd_predict)
 
 
@@ -284,17 +295,27 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-pp", action="store_true", help="plan only, no preprocessing")
     p.add_argument("--reorient", action="store_true", help="bring every 3D case to its closest RAS+ axis order "
                    "(permutations and flips only, undone exactly at export; default: the files' voxel order)")
+    _add_parts(p, "preprocesses (the fingerprint and plan are shared)")
     p.set_defaults(func=_cmd_plan)
+
+
+def _add_parts(p: argparse.ArgumentParser, what: str) -> None:
+    """--num-parts / --part-id, of plan-and-preprocess and predict (cluster job arrays)."""
+    p.add_argument("--num-parts", type=positive_int, default=None, help="split the cases into N parts (sorted case "
+                   "i goes to part i mod N), one per job of a job array; give --part-id too")
+    p.add_argument("--part-id", type=non_negative_int, default=None, help=f"the part (0 … N−1) this run {what}, "
+                   "e.g. $SLURM_ARRAY_TASK_ID")
 
 
 COMMANDS = [_add_example, _add_plan, _add_pretrain, _add_train, _add_experiment, _add_predict]
 
 
 def _commands() -> list:
-    """Every subcommand's registration function (analysis commands live in cli_analysis)."""
-    from xtlunet import cli_analysis
+    """Every subcommand's registration function (analysis commands live in cli_analysis, model sharing in
+    cli_model, the after-training workflow in cli_workflow)."""
+    from xtlunet import cli_analysis, cli_model, cli_workflow
 
-    return [*COMMANDS, *cli_analysis.COMMANDS]
+    return [*COMMANDS, *cli_analysis.COMMANDS, *cli_model.COMMANDS, *cli_workflow.COMMANDS]
 
 
 def build_parser() -> argparse.ArgumentParser:
