@@ -36,7 +36,7 @@ def validate_fold(nets: Sequence[nn.Module], cases: list[CaseArrays], plans: Pla
                   autocast: Any = None,
                   next_stage: Callable[[np.ndarray, dict], None] | None = None) -> ValidationSummary:
     """Predict and score the held-out cases; writes out_dir/summary.json (and the exports or predictions.csv);
-    `next_stage` also gets each case's probabilities and properties (a cascade's lowres export)."""
+    `next_stage` also gets each case's logits and properties (a cascade's lowres export)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if conf.task == "classification":
         summary = _classify(nets, cases, conf, spec, out_dir, device, tuple(mirror_axes), autocast)
@@ -56,11 +56,11 @@ def _segment(nets: Sequence[nn.Module], cases: list[CaseArrays], plans: Plans, c
     labels = plans.foreground_labels()
     scored = []
     for case in cases:
-        probs = predict_case(list(nets), np.asarray(case.data), conf, plans, step=step, batch_windows=4,
-                             mirror_axes=mirror_axes, device=device)
+        logits = predict_case(list(nets), np.asarray(case.data), conf, plans, step=step, batch_windows=4,
+                              mirror_axes=mirror_axes, device=device)
         if next_stage is not None:
-            next_stage(probs, case.props)
-        pred = export_prediction(probs, case.props, plans, out_dir / f"{case.case_id}{ending}",
+            next_stage(logits, case.props)
+        pred = export_prediction(logits, case.props, plans, out_dir / f"{case.case_id}{ending}",
                                  save_probabilities=True)  # CASE.npz: find-best-configuration ensembles them
         ref, geo = read_image(raw_labels / f"{case.case_id}{ending}")
         scored.append(CaseScores(case.case_id, evaluate_case(pred, ref, geo.spacing, labels)))

@@ -52,7 +52,7 @@ def synthetic_case(spacing: tuple[float, ...], direction: tuple[float, ...], sha
 
 
 def one_hot(seg: np.ndarray, classes: int = 3) -> np.ndarray:
-    """Probabilities that put all mass on the label."""
+    """Logits 1 for the label, 0 for the other classes: the label wins the argmax everywhere."""
     return (seg[None] == np.arange(classes).reshape(-1, *[1] * seg.ndim)).astype(np.float32)
 
 
@@ -108,6 +108,28 @@ def test_probabilities_saved_beside_labels(tmp_path, make_plans):
     full = revert_preprocessing(one_hot(seg), props, plans)
     again = write_prediction(full, props, plans, tmp_path / "again.mha")
     assert np.array_equal(again, labels) and np.array_equal(read_image(tmp_path / "again.mha")[0], labels)
+
+
+def test_logits_are_resampled_before_the_softmax(tmp_path, make_plans):
+    """nnU-Net's order: interpolating saturated probabilities instead moves the borders of confident structures."""
+    from xtlunet.inference.export import revert_channel
+    from xtlunet.preprocessing.resample import resample_class_maps
+
+    _, plans, seg, props = prepared(make_plans, "anisotropic", "oblique")
+    rng = np.random.default_rng(3)
+    logits = (8 * one_hot(seg) + 3 * rng.standard_normal((3, *seg.shape))).astype(np.float32)
+    labels = export_prediction(logits, props, plans, tmp_path / "case_000.nii.gz", save_probabilities=True)
+
+    def reverted_argmax(maps: np.ndarray) -> np.ndarray:
+        cropped = resample_class_maps(maps, props["shape_after_crop"], props["separate_axis"])
+        return revert_channel(np.argmax(cropped, 0).astype(np.uint8), props, plans, 0)
+
+    softmax = np.exp(logits - logits.max(0)) / np.exp(logits - logits.max(0)).sum(0)
+    assert np.array_equal(labels, reverted_argmax(logits))
+    assert not np.array_equal(labels, reverted_argmax(softmax))          # the order matters on this case
+    probs = np.load(tmp_path / "case_000.npz")["probabilities"].astype(np.float32)
+    assert np.allclose(probs.sum(0), 1, atol=2e-3) and np.array_equal(np.argmax(probs, 0), labels)
+    assert np.allclose(probs, revert_preprocessing(logits, props, plans), atol=1e-3)
 
 
 def test_labels_follow_the_declared_values(make_plans):

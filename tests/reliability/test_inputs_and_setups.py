@@ -29,7 +29,7 @@ from xtlunet.dataset.io import read_header, read_image, read_sitk, write_image
 from xtlunet.dataset.spec import DatasetSpec, name_problem
 from xtlunet.errors import XtlunetError
 from xtlunet.fingerprint import compute_fingerprint
-from xtlunet.inference.ensemble import average_probabilities
+from xtlunet.inference.ensemble import average_predictions
 from xtlunet.inference.folder import check_folders, input_cases
 from xtlunet.inference.models import checkpoint_paths, load_trained_model
 from xtlunet.inference.predict import predict_case
@@ -340,8 +340,8 @@ def test_model_folder_without_plans_says_what_is_missing(tmp_path: Path) -> None
 def test_one_network_or_prediction_twice_in_an_ensemble_is_refused() -> None:
     a = np.full((2, 3), 0.25, np.float32)
     with pytest.raises(XtlunetError, match="predictions 0 and 2 of the ensemble are one and the same object"):
-        average_probabilities([a, a + 1, a])
-    assert np.allclose(average_probabilities([a, a.copy()]), a)
+        average_predictions([a, a + 1, a])
+    assert np.allclose(average_predictions([a, a.copy()]), a)
     net = torch.nn.Conv3d(1, 2, 1)
     with pytest.raises(XtlunetError, match="networks 0 and 1 of the ensemble are one and the same object"):
         predict_case([net, net], np.zeros((1, 4, 4, 4), np.float32), SimpleNamespace(task="segmentation", name="c"),

@@ -15,7 +15,7 @@ import numpy as np
 
 from xtlunet.dataset.io import SUPPORTED_ENDINGS, read_header, write_image
 from xtlunet.errors import XtlunetError, plural
-from xtlunet.inference.ensemble import average_probabilities
+from xtlunet.inference.ensemble import average_predictions
 from xtlunet.inference.export import probabilities_path
 from xtlunet.utils.atomic import atomic_path
 from xtlunet.utils.parallel import map_cases
@@ -99,7 +99,7 @@ def save_probabilities(path: Path, probs: np.ndarray) -> None:
 
 def ensemble_case(job: EnsembleJob) -> str:
     """Average one case's members, write its label map (and probabilities); returns the case id (runs in a worker)."""
-    probs = average_probabilities(load_probabilities(m.npz) for m in job.members)
+    probs = average_predictions(load_probabilities(m.npz) for m in job.members)
     labels = np.argmax(probs, axis=0).astype(np.uint8 if probs.shape[0] <= 256 else np.uint16)
     write_image(job.target, labels, read_header(job.members[0].label_file))
     if job.save_probabilities:

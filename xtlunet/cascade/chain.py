@@ -70,7 +70,7 @@ def with_previous_stage(model: TrainedModel, case: Case, data: np.ndarray, props
     loaded = load_case(case, prev.spec, len(prev.plans.transpose_forward), with_label=False)
     low, _, low_props = preprocess_loaded(loaded, prev.plans, prev.conf, [], [])
     axes, precision = inference_choices(prev, opts)   # the run's TTA, precision and empty-window choices
-    probs = predict_case(prev.nets, low, prev.conf, prev.plans, opts.step, opts.batch_windows, axes, opts.device,
-                         precision=precision, empty_windows=opts.empty_windows)
-    seg = labels_on_grid(probs, low_props, props, prev.plans)
+    logits = predict_case(prev.nets, low, prev.conf, prev.plans, opts.step, opts.batch_windows, axes, opts.device,
+                          precision=precision, empty_windows=opts.empty_windows)
+    seg = labels_on_grid(logits, low_props, props, prev.plans)
     return np.concatenate([data, one_hot(seg, model.plans.foreground_labels(), data.dtype)])

@@ -1,7 +1,7 @@
 """A previous stage's prediction on the next stage's preprocessed grid: the lowres fold's export, prediction's chain.
 
 Both stages preprocess a case alike up to the resampling (same transpose, reorientation and crop box), so the
-lowres probabilities only need resampling from one grid to the other before the argmax.
+lowres logits only need resampling from one grid to the other before the argmax.
 """
 from __future__ import annotations
 
@@ -16,22 +16,22 @@ from xtlunet.cascade import next_stage_folder
 from xtlunet.errors import XtlunetError
 from xtlunet.inference.export import probabilities_to_labels
 from xtlunet.plans import ConfigurationPlan, Plans
-from xtlunet.preprocessing.resample import resample_probabilities
+from xtlunet.preprocessing.resample import resample_class_maps
 from xtlunet.utils.atomic import atomic_path, read_json
 
 log = logging.getLogger("xtlunet")
 
 
-def labels_on_grid(probs: np.ndarray, props: dict[str, Any], target: dict[str, Any], plans: Plans) -> np.ndarray:
-    """Probabilities (K, *grid of props) → label map on the grid of `target` (another configuration's properties of
+def labels_on_grid(logits: np.ndarray, props: dict[str, Any], target: dict[str, Any], plans: Plans) -> np.ndarray:
+    """Logits (K, *grid of props) → label map on the grid of `target` (another configuration's properties of
     the same case), uint8 when the labels fit."""
     for key in ("bbox", "shape_after_crop", "transpose_forward"):
         if list(props[key]) != list(target[key]):
             raise XtlunetError(f"case {props['case_id']}: the two cascade stages were preprocessed differently "
                                f"({key} {props[key]} vs {target[key]})",
                                fix="re-run xtlunet plan-and-preprocess, then train both stages again")
-    resampled = resample_probabilities(np.asarray(probs, np.float32), target["shape_after_resample"],
-                                       target["separate_axis"])
+    resampled = resample_class_maps(np.asarray(logits, np.float32), target["shape_after_resample"],
+                                    target["separate_axis"])
     return probabilities_to_labels(resampled, plans)
 
 
@@ -51,8 +51,8 @@ class NextStageWriter:
     plans: Plans
     missing: list[str] = field(default_factory=list)
 
-    def __call__(self, probs: np.ndarray, props: dict[str, Any]) -> None:
-        """Resample one case's probabilities (K, *this stage's grid) to the next stage's grid; save its labels."""
+    def __call__(self, logits: np.ndarray, props: dict[str, Any]) -> None:
+        """Resample one case's logits (K, *this stage's grid) to the next stage's grid; save its labels."""
         case_id = props["case_id"]
         target = self.grid_dir / f"{case_id}.json"
         if not target.is_file():
@@ -62,7 +62,7 @@ class NextStageWriter:
                             self.grid_dir, self.stage)
             self.missing.append(case_id)
             return
-        save_labels(self.out_dir / f"{case_id}.npz", labels_on_grid(probs, props, read_json(target), self.plans))
+        save_labels(self.out_dir / f"{case_id}.npz", labels_on_grid(logits, props, read_json(target), self.plans))
 
 
 def next_stage_writer(plans: Plans, conf: ConfigurationPlan, pre_dir: Path, model_dir: Path) -> NextStageWriter | None:

@@ -1,4 +1,4 @@
-"""Fold ensembling: the mean of per-fold probabilities."""
+"""Ensembling: the mean of per-fold logits (sliding window) or of per-model probabilities (CASE.npz)."""
 from __future__ import annotations
 
 from typing import Iterable, Sequence, TypeVar
@@ -11,8 +11,9 @@ from xtlunet.errors import XtlunetError
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
 
-def average_probabilities(predictions: Iterable[Array]) -> Array:
-    """Mean of same-shaped probability arrays (numpy or torch, float32), summed one at a time to save memory.
+def average_predictions(predictions: Iterable[Array]) -> Array:
+    """Mean of same-shaped prediction arrays (logits or probabilities; numpy or torch, float32), summed one at a
+    time to save memory.
 
     A list or tuple holding one array object twice is refused: that array would weigh double in the mean.
     """

@@ -172,9 +172,9 @@ def _predict_cases(cases: list[Case], out_dir: Path, model: TrainedModel, opts: 
                 from xtlunet.cascade.chain import with_previous_stage
 
                 data = with_previous_stage(model, case, data, props, opts)
-            probs = predict_case(model.nets, data, model.conf, model.plans, opts.step, opts.batch_windows, axes,
-                                 opts.device, precision=precision, empty_windows=opts.empty_windows)
-            export_prediction(probs, props, model.plans, out_dir / f"{case.case_id}{ending}", opts.save_probabilities)
+            logits = predict_case(model.nets, data, model.conf, model.plans, opts.step, opts.batch_windows, axes,
+                                  opts.device, precision=precision, empty_windows=opts.empty_windows)
+            export_prediction(logits, props, model.plans, out_dir / f"{case.case_id}{ending}", opts.save_probabilities)
             result.written.append(case.case_id)
         except (XtlunetError, OSError, RuntimeError, ValueError) as exc:
             result.failed[case.case_id] = exc.one_line() if isinstance(exc, XtlunetError) else str(exc).splitlines()[0]

@@ -1,4 +1,4 @@
-"""Predict one preprocessed case with every fold's network and average the probabilities."""
+"""Predict one preprocessed case with every fold's network and average the logits (as nnU-Net does)."""
 from __future__ import annotations
 
 import logging
@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from xtlunet.errors import XtlunetError, look_up_option
-from xtlunet.inference.ensemble import average_probabilities, check_distinct
+from xtlunet.inference.ensemble import average_predictions, check_distinct
 from xtlunet.inference.mirroring import mirror_combinations, tta_mirror_axes
 from xtlunet.inference.sliding_window import EMPTY_WINDOWS, predict_sliding_window, window_count
 from xtlunet.networks.memory import estimate_activation_elements
@@ -31,7 +31,8 @@ def predict_case(nets: Sequence[nn.Module], data: np.ndarray, conf: Configuratio
                  step: float = 0.5, batch_windows: int | None = 4, mirror_axes: Sequence[int] = (),
                  device: torch.device | str = "cpu", progress: bool = False, precision: Precision | None = None,
                  empty_windows: str = "reuse") -> np.ndarray:
-    """Fold-averaged probabilities (K, *spatial) of preprocessed data (C, *spatial).
+    """Fold-averaged logits (K, *spatial) of preprocessed data (C, *spatial); export_prediction resamples them
+    and applies the softmax.
 
     `mirror_axes`: the axes test-time mirroring flips (every combination); the trained model's checkpoint
     records the axes its augmentation mirrored, which is where callers take them from. () = no mirroring.
@@ -55,11 +56,11 @@ def predict_case(nets: Sequence[nn.Module], data: np.ndarray, conf: Configuratio
         batch_windows = auto_batch_windows(conf, window_count(data.shape[1:], conf.patch_size, step),
                                            len(mirror_combinations(axes)), device, precision)
     tensor = torch.from_numpy(np.array(data, dtype=np.float32))
-    probs = average_probabilities(
+    logits = average_predictions(
         predict_sliding_window(net, tensor, conf.patch_size, conf.num_outputs, step=step, batch_windows=batch_windows,
                                mirror_axes=axes, device=device, progress=progress, precision=precision,
                                empty_windows=empty_windows) for net in nets)
-    return probs.numpy()
+    return logits.numpy()
 
 
 def auto_batch_windows(conf: ConfigurationPlan, windows: int, flips: int, device: torch.device | str,

@@ -20,6 +20,7 @@ Slicer = tuple[slice, ...]
 EmptyKey = tuple[float, ...]            # the per-channel value of a window whose input is constant
 EMPTY_WINDOWS = ("reuse", "skip", "run")
 SKIP_TOLERANCE = 1e-3   # 'skip': |input| at most this (normalised units) counts as zero (resampling rings near edges)
+UNCOVERED_LOGIT = -50.0  # 'skip': the logit of every foreground class where no window ran (softmax: background 1 in fp32)
 
 
 def gaussian_importance_map(patch_size: Sequence[int], sigma_scale: float = 1 / 8,
@@ -136,16 +137,18 @@ def predict_sliding_window(net: nn.Module, data: torch.Tensor | np.ndarray, patc
                            mirror_axes: Sequence[int] = (), device: torch.device | str = "cpu",
                            use_gaussian: bool = True, precision: Precision | None = None,
                            empty_windows: str = "reuse", progress: bool = False) -> torch.Tensor:
-    """Class probabilities (K, *spatial) float32 on the CPU for data (C, *spatial), nnU-Net style.
+    """Class logits (K, *spatial) float32 on the CPU for data (C, *spatial), nnU-Net style.
 
     Windows of `patch_size` overlap by 1 − step; their logits (averaged over the flips of `mirror_axes`,
-    network input axes) are Gaussian-weighted, averaged per voxel in fp32, then softmaxed. `batch_windows`
-    windows (times 2^len(mirror_axes) flips) go through the net at once. A 2D patch on 3D data runs the 2D net
-    slice by slice along axis 0. `precision`: the autocast of the forward passes (None: autocast on CUDA only,
-    as in training). `empty_windows`: windows whose input is constant in every channel (e.g. all zero outside
-    the body) are 'reuse': run once per distinct input, the logits reused (exact); 'skip': when zero (within
-    SKIP_TOLERANCE), not run at all, and voxels that no run window covers get background probability 1 (this
-    changes the output where the net would predict foreground there, or near their edges); 'run': all are run.
+    network input axes) are Gaussian-weighted and averaged per voxel in fp32. They stay logits: export resamples
+    them to the original grid and only then applies the softmax (nnU-Net's order; resampling probabilities instead
+    shifts lesion borders). `batch_windows` windows (times 2^len(mirror_axes) flips) go through the net at once.
+    A 2D patch on 3D data runs the 2D net slice by slice along axis 0. `precision`: the autocast of the forward
+    passes (None: autocast on CUDA only, as in training). `empty_windows`: windows whose input is constant in
+    every channel (e.g. all zero outside the body) are 'reuse': run once per distinct input, the logits reused
+    (exact); 'skip': when zero (within SKIP_TOLERANCE), not run at all, and voxels that no run window covers get
+    certain background (UNCOVERED_LOGIT for every other class; this changes the output where the net would predict
+    foreground there, or near their edges); 'run': all are run.
     """
     device = torch.device(device)
     data = torch.as_tensor(data, dtype=torch.float32)
@@ -196,15 +199,15 @@ def predict_sliding_window(net: nn.Module, data: torch.Tensor | np.ndarray, patc
                 if o is not None:   # None: a skipped window
                     logits[(slice(None), *slicers[i])] += o * weight
                     weights[slicers[i]] += weight
-    return _probabilities(logits, weights)[(slice(None), *crop)].cpu()
+    return _mean_logits(logits, weights)[(slice(None), *crop)].cpu()
 
 
-def _probabilities(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Softmax of the weighted mean logits; voxels no window covered (skipped windows) are background (class 0)."""
+def _mean_logits(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The weighted mean logits; voxels no window covered (skipped windows) are certain background (class 0)."""
     covered = weights > 0
     if bool(covered.all()):
-        return torch.softmax(logits / weights, dim=0)
-    probs = torch.softmax(logits / torch.where(covered, weights, torch.ones_like(weights)), dim=0)
-    probs[:, ~covered] = 0.0
-    probs[0, ~covered] = 1.0
-    return probs
+        return logits / weights
+    mean = logits / torch.where(covered, weights, torch.ones_like(weights))
+    mean[:, ~covered] = UNCOVERED_LOGIT
+    mean[0, ~covered] = 0.0
+    return mean

@@ -63,12 +63,12 @@ def resample_seg(seg: np.ndarray, shape: Sequence[int], sep_axis: int | None) ->
     return out
 
 
-def resample_probabilities(probs: np.ndarray, shape: Sequence[int], sep_axis: int | None) -> np.ndarray:
-    """Resample class probabilities (C, *spatial) linearly (out-of-plane nearest when anisotropic)."""
-    return np.stack(list(resample_classes(probs, shape, sep_axis)))
+def resample_class_maps(maps: np.ndarray, shape: Sequence[int], sep_axis: int | None) -> np.ndarray:
+    """Resample class logits (or probabilities) (C, *spatial) linearly (out-of-plane nearest when anisotropic)."""
+    return np.stack(list(resample_classes(maps, shape, sep_axis)))
 
 
-def resample_classes(probs: np.ndarray, shape: Sequence[int], sep_axis: int | None) -> Iterator[np.ndarray]:
-    """resample_probabilities one class at a time (fp32), so that a caller need not hold every class resampled."""
-    for p in probs:
+def resample_classes(maps: np.ndarray, shape: Sequence[int], sep_axis: int | None) -> Iterator[np.ndarray]:
+    """resample_class_maps one class at a time (fp32), so that a caller need not hold every class resampled."""
+    for p in maps:
         yield resample_image(p, shape, sep_axis, order=1)
