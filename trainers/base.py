@@ -56,9 +56,13 @@ class Trainer:
         self.plans: Plans = plans if plans is not None else self.ctx.plans
         self.conf: ConfigurationPlan = self.plans.configuration(run.configuration)
         self.previous: PreviousStage | None = None
+        if run.previous_trainer and self.conf.previous_stage is None:
+            raise XtlunetError(f"--previous-trainer is for a cascade stage; {self.conf.name} follows no previous "
+                               "stage", fix="drop --previous-trainer, or train 3d_cascade_fullres")
         if self.ctx is not None:
             # a cascade stage needs every lowres prediction it reads: refused here, before any file is written
-            self.previous = previous_stage(self.ctx, self.name, run.fold, self.previous_trainer)
+            follows = (run.previous_trainer or "").replace(":", ".").rpartition(".")[2] or self.previous_trainer
+            self.previous = previous_stage(self.ctx, self.name, run.fold, follows)
             self.check_pretrained()
             if run.continue_training:  # up front: a missing or foreign checkpoint is refused before anything starts
                 resume_checkpoint(self.ctx.out_dir, self.name, self.plans.identity(), run_recipe(run))
@@ -200,7 +204,8 @@ class Trainer:
                                 mirror_axes if self.run.validation_tta else (), self.run.step_size,
                                 {"trainer": self.name, "fold": str(self.run.fold), "configuration": self.conf.name,
                                  "plans": self.plans.plans_name}, loop.step.autocast,
-                                next_stage=next_stage_writer(self.plans, self.conf, ctx.pre_dir, ctx.model_dir))
+                                next_stage=next_stage_writer(self.plans, self.conf, ctx.pre_dir, ctx.model_dir),
+                                save_probabilities=self.run.val_probabilities)
         write_cv_summary(ctx.model_dir)
         loop.progress.message(f"final validation: {summary.one_line()}")
         log.info("final validation: %s", summary.one_line())

@@ -98,7 +98,8 @@ def _cmd_train(a: argparse.Namespace) -> None:
 
     run = dataclasses.replace(_run_spec(a, a.dataset, a.configuration, a.fold), plans_name=a.p,
                               pretrained=Path(a.pretrained) if a.pretrained else None, save_every=a.save_every,
-                              continue_training=a.c, compile=a.compile, final_validation=not a.no_final_validation)
+                              continue_training=a.c, compile=a.compile, final_validation=not a.no_final_validation,
+                              val_probabilities=not a.no_val_probabilities, previous_trainer=a.previous_trainer)
     result = train_fold(a.tr, run)
     if result:
         from xtlunet.evaluation.summary import ValidationSummary
@@ -190,6 +191,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--continue", dest="c", action="store_true", help="resume from the fold's last checkpoint")
     p.add_argument("--compile", action="store_true", help="torch.compile the network")
     p.add_argument("--no-final-validation", action="store_true", help="skip predicting the held-out cases")
+    p.add_argument("--no-val-probabilities", action="store_true", help="final validation writes no CASE.npz "
+                   "probabilities (less disk; find-best-configuration then leaves the model out of ensembles)")
+    p.add_argument("--previous-trainer", default=None, metavar="TRAINER", help="3d_cascade_fullres only: follow "
+                   "this trainer's 3d_lowres model (default: the -tr trainer's)")
     p.set_defaults(func=_cmd_train)
 
 

@@ -15,8 +15,15 @@ def _cmd_export(a: argparse.Namespace) -> None:
     res = export_model(a.d, a.c, a.tr, a.p, a.f, a.checkpoint, Path(a.o), a.overwrite)
     card = res.card
     print(f"wrote {res.path}: {card['dataset']} {card['model']}, {noun(len(card['folds']), 'fold')} "
-          f"{', '.join(card['folds'])} (checkpoint_{card['checkpoint']}.pth), {plural(len(card['files']), 'file')}, "
-          f"{res.path.stat().st_size / 2 ** 20:.1f} MiB")
+          f"{', '.join(card['folds'])} (checkpoint_{card['checkpoint']}.pth){_previous(card)}, "
+          f"{plural(len(card['files']), 'file')}, {res.path.stat().st_size / 2 ** 20:.1f} MiB")
+
+
+def _previous(card: dict) -> str:
+    """', with its 3d_lowres model NAME (folds …)' for a cascade archive carrying it, else ''."""
+    prev = card.get("previous_model")
+    return f", with its {prev['configuration']} model {prev['model']} (folds {', '.join(prev['folds'])})" if prev \
+        else ""
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
@@ -36,8 +43,8 @@ def _cmd_import(a: argparse.Namespace) -> None:
 
     res = import_model(Path(a.archive), a.overwrite)
     print(f"{'replaced' if res.replaced else 'imported'} {res.folder} from {a.archive} "
-          f"({noun(len(res.card['folds']), 'fold')} {', '.join(res.card['folds'])}); predict with: "
-          f"{predict_command(res.card)}")
+          f"({noun(len(res.card['folds']), 'fold')} {', '.join(res.card['folds'])}){_previous(res.card)}; predict "
+          f"with: {predict_command(res.card)}")
 
 
 def _add_import(sub: argparse._SubParsersAction) -> None:

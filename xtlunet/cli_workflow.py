@@ -11,7 +11,7 @@ from xtlunet.errors import plural
 
 def _cmd_find_best(a: argparse.Namespace) -> None:
     """xtlunet find-best-configuration."""
-    from xtlunet.best_config.instructions import COLUMNS, candidate_rows
+    from xtlunet.best_config.instructions import COLUMNS, candidate_rows, notes
     from xtlunet.best_config.select import find_best_configuration
     from xtlunet.evaluation.tables import markdown_table
 
@@ -23,6 +23,8 @@ def _cmd_find_best(a: argparse.Namespace) -> None:
           f"(pooled Dice, mean Dice and lesion F1 averaged over the foreground labels)\n")
     print(markdown_table(candidate_rows(sel), COLUMNS, "{:.4f}"))
     print(f"selected: {sel.winner.name}")
+    for note in notes(sel):
+        print(f"note: {note}")
     if sel.postprocessing is not None:
         print("post-processing, learnt on its cross-validation exports:")
         for label, rule in sorted(sel.postprocessing.rules.items()):

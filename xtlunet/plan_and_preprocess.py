@@ -190,22 +190,25 @@ def copy_reference_labels(spec: DatasetSpec, dest: Path) -> None:
 
 
 def plans_summary(plans: Plans) -> str:
-    """A printable table of the planned configurations."""
-    head = f"{'config':<11} {'spacing':<22} {'patch':<16} {'batch':>5} {'family':<9} {'stages':>6} {'widths':<26} {'mem GB':>7}"
+    """A printable table of the planned configurations (the first column as wide as the longest name)."""
+    w = max([len("config"), *(len(name) for name in plans.configurations)])
+    head = (f"{'config':<{w}} {'spacing':<22} {'patch':<16} {'batch':>5} {'family':<9} {'stages':>6} {'widths':<26} "
+            f"{'mem GB':>7}")
     rows = [f"plans {plans.plans_name} for {plans.dataset_name} ({plans.task}, planner {plans.planner}, "
             f"{'reoriented to RAS+, ' if plans.reorient else ''}axes transposed {plans.transpose_forward})",
             head, "-" * len(head)]
     for c in plans.configurations.values():
         a = c.architecture
         widths = ",".join(map(str, a["widths"]))
-        rows.append(f"{c.name:<11} {'x'.join(f'{s:.3g}' for s in c.spacing):<22} {'x'.join(map(str, c.patch_size)):<16} "
-                    f"{c.batch_size:>5} {a['family']:<9} {len(a['widths']):>6} {widths[:26]:<26} {c.memory_estimate_gb:>7.3g}")
+        rows.append(f"{c.name:<{w}} {'x'.join(f'{s:.3g}' for s in c.spacing):<22} "
+                    f"{'x'.join(map(str, c.patch_size)):<16} {c.batch_size:>5} {a['family']:<9} {len(a['widths']):>6} "
+                    f"{widths[:26]:<26} {c.memory_estimate_gb:>7.3g}")
         strides = " ".join("x".join(map(str, s)) for s in a["strides"])
         kernels = " ".join("x".join(map(str, k)) for k in a["kernel_sizes"])
-        rows.append(f"{'':<11} strides {strides} | kernels {kernels}")
+        rows.append(f"{'':<{w}} strides {strides} | kernels {kernels}")
         if c.roi_mm:
-            rows.append(f"{'':<11} ROI {'x'.join(f'{v:.3g}' for v in c.roi_mm)} mm around each finding")
+            rows.append(f"{'':<{w}} ROI {'x'.join(f'{v:.3g}' for v in c.roi_mm)} mm around each finding")
         if c.pretrained_constraint:
-            rows.append(f"{'':<11} constrained by 2D encoder {c.pretrained_constraint['family']} "
+            rows.append(f"{'':<{w}} constrained by 2D encoder {c.pretrained_constraint['family']} "
                         f"({c.pretrained_constraint.get('source')})")
     return "\n".join(rows)

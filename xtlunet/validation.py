@@ -20,7 +20,7 @@ from xtlunet.dataset.io import read_image
 from xtlunet.dataset.spec import DatasetSpec
 from xtlunet.evaluation.segmentation_metrics import evaluate_case
 from xtlunet.evaluation.summary import CaseScores, FindingScores, ValidationSummary
-from xtlunet.inference.export import export_prediction
+from xtlunet.inference.export import export_prediction, probabilities_path
 from xtlunet.inference.predict import predict_case
 from xtlunet.inference.roi import roi_probabilities
 from xtlunet.plans import ConfigurationPlan, Plans
@@ -28,31 +28,37 @@ from xtlunet.training.data import CaseArrays, findings_of
 from xtlunet.utils.atomic import write_csv
 
 CV_SUMMARY = "cv_summary.json"
+PROBABILITIES, NOT_SAVED = "probabilities", "not saved"   # summary.json source entry of a validation without CASE.npz
 
 
 def validate_fold(nets: Sequence[nn.Module], cases: list[CaseArrays], plans: Plans, conf: ConfigurationPlan,
                   spec: DatasetSpec, out_dir: Path, raw_labels: Path, device: torch.device,
                   mirror_axes: Sequence[int], step: float = 0.5, source: dict[str, str] | None = None,
                   autocast: Any = None,
-                  next_stage: Callable[[np.ndarray, dict], None] | None = None) -> ValidationSummary:
+                  next_stage: Callable[[np.ndarray, dict], None] | None = None,
+                  save_probabilities: bool = True) -> ValidationSummary:
     """Predict and score the held-out cases; writes out_dir/summary.json (and the exports or predictions.csv);
-    `next_stage` also gets each case's logits and properties (a cascade's lowres export)."""
+    `next_stage` also gets each case's logits and properties (a cascade's lowres export); without
+    `save_probabilities` no CASE.npz is written, and summary.json's source says so."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if conf.task == "classification":
         summary = _classify(nets, cases, conf, spec, out_dir, device, tuple(mirror_axes), autocast)
     else:
         summary = _segment(nets, cases, plans, conf, spec.file_ending, out_dir, raw_labels, device,
-                           tuple(mirror_axes), step, next_stage)
+                           tuple(mirror_axes), step, next_stage, save_probabilities)
     summary.source = dict(source or {})
+    if not save_probabilities and conf.task != "classification":
+        summary.source[PROBABILITIES] = NOT_SAVED
     summary.save(out_dir / "summary.json")
     return summary
 
 
 def _segment(nets: Sequence[nn.Module], cases: list[CaseArrays], plans: Plans, conf: ConfigurationPlan,
              ending: str, out_dir: Path, raw_labels: Path, device: torch.device, mirror_axes: tuple[int, ...],
-             step: float, next_stage: Callable[[np.ndarray, dict], None] | None = None) -> ValidationSummary:
-    """Sliding-window prediction of each case, exported in its original geometry (label file and CASE.npz
-    probabilities), scored against the raw label."""
+             step: float, next_stage: Callable[[np.ndarray, dict], None] | None = None,
+             save_probabilities: bool = True) -> ValidationSummary:
+    """Sliding-window prediction of each case, exported in its original geometry (label file and, when asked,
+    CASE.npz probabilities), scored against the raw label."""
     labels = plans.foreground_labels()
     scored = []
     for case in cases:
@@ -60,8 +66,10 @@ def _segment(nets: Sequence[nn.Module], cases: list[CaseArrays], plans: Plans, c
                               mirror_axes=mirror_axes, device=device)
         if next_stage is not None:
             next_stage(logits, case.props)
-        pred = export_prediction(logits, case.props, plans, out_dir / f"{case.case_id}{ending}",
-                                 save_probabilities=True)  # CASE.npz: find-best-configuration ensembles them
+        out = out_dir / f"{case.case_id}{ending}"   # and CASE.npz, which find-best-configuration ensembles
+        pred = export_prediction(logits, case.props, plans, out, save_probabilities=save_probabilities)
+        if not save_probabilities:
+            probabilities_path(out).unlink(missing_ok=True)   # an earlier validation's, no longer of these labels
         ref, geo = read_image(raw_labels / f"{case.case_id}{ending}")
         scored.append(CaseScores(case.case_id, evaluate_case(pred, ref, geo.spacing, labels)))
     return ValidationSummary(task="segmentation", labels=labels, cases=scored)

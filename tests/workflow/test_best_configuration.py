@@ -13,6 +13,7 @@ from xtlunet.cli import main
 from xtlunet.dataset.geometry import Geometry
 from xtlunet.dataset.io import read_image, write_image
 from xtlunet.evaluation.summary import CaseScores, ValidationSummary
+from xtlunet.plans import ConfigurationPlan, Plans
 from xtlunet.postprocessing import KEEP_LARGEST, NONE, case_tables
 
 DATASET = "Dataset901_Fake"
@@ -39,8 +40,10 @@ def _write_references(roots: dict[str, Path]) -> None:
                         GEOMETRY)
 
 
-def _model(roots: dict[str, Path], name: str, p_lesion, folds=(0, 1), dataset_json=None) -> Path:
-    """A model folder whose fold exports come from p_lesion(case, ref) → the lesion probability per voxel."""
+def _model(roots: dict[str, Path], name: str, p_lesion, folds=(0, 1), dataset_json=None,
+           probabilities: bool = True) -> Path:
+    """A model folder whose fold exports come from p_lesion(case, ref) → the lesion probability per voxel (CASE.npz
+    too unless validated with --no-val-probabilities)."""
     folder = roots["results"] / DATASET / name
     folder.mkdir(parents=True)
     (folder / "dataset.json").write_text(json.dumps(dataset_json or DATASET_JSON))
@@ -50,9 +53,11 @@ def _model(roots: dict[str, Path], name: str, p_lesion, folds=(0, 1), dataset_js
         for case in FOLDS[fold]:
             p = p_lesion(case, _reference(case).astype(bool))
             probs = np.stack([1.0 - p, p]).astype(np.float16)
-            np.savez_compressed(vdir / f"{case}.npz", probabilities=probs)
+            if probabilities:
+                np.savez_compressed(vdir / f"{case}.npz", probabilities=probs)
             write_image(vdir / f"{case}.nii.gz", np.argmax(probs, axis=0).astype(np.uint8), GEOMETRY)
-        summary = ValidationSummary("segmentation", [1], cases=[CaseScores(c, {}) for c in FOLDS[fold]])
+        summary = ValidationSummary("segmentation", [1], cases=[CaseScores(c, {}) for c in FOLDS[fold]],
+                                    source={} if probabilities else {"probabilities": "not saved"})
         summary.save(vdir / "summary.json")
     return folder
 
@@ -213,3 +218,60 @@ def test_training_leaves_probabilities_that_find_best_configuration_uses(trained
     assert main(["-q", "find-best-configuration", "-d", "501", "-f", "0"]) == 2
     assert f"fold 0 has no validation probabilities ({cases[0]}.npz)" in capsys.readouterr().err
     assert main([*train, "--continue"]) == 0 and (vdir / f"{cases[0]}.npz").is_file()
+
+
+def _cascade_plans(folder: Path) -> None:
+    """plans.json of a model folder: 3d_lowres, then 3d_cascade_fullres after it (what find-best-configuration reads)."""
+    def conf(name: str, **stage) -> ConfigurationPlan:
+        """A configuration of the fake dataset."""
+        return ConfigurationPlan(name, "segmentation", 3, [2.0, 1.0, 1.0], list(SHAPE), 2, list(SHAPE), ["zscore"],
+                                 [False], {}, 2, "P_3d", **stage)
+    Plans("P", DATASET, "DefaultPlanner", "segmentation", {"0": "T1"}, DATASET_JSON["labels"], {}, [0, 1, 2], {},
+          {"3d_lowres": conf("3d_lowres", next_stage="3d_cascade_fullres"),
+           "3d_cascade_fullres": conf("3d_cascade_fullres", previous_stage="3d_lowres")}).save(folder / "plans.json")
+
+
+def test_a_cascade_is_a_candidate_and_its_instructions_need_the_lowres_model(fake_roots, capsys):
+    lowres = _model(fake_roots, "C__P__3d_lowres", _confidently_wrong_somewhere)
+    for fold in (0, 1):
+        (lowres / f"fold_{fold}" / "checkpoint_final.pth").write_bytes(b"weights")
+    cascade = _model(fake_roots, "C__P__3d_cascade_fullres", _good)
+    _cascade_plans(cascade)
+    assert main(["find-best-configuration", "-d", "901", "-f", "0", "1"]) == 0
+    out = capsys.readouterr().out
+    note = ("C__P__3d_cascade_fullres is a cascade stage: its predict runs the lowres model C__P__3d_lowres first "
+            "(folds 0 1, every finished one), so that model folder must be in $XTLUNET_results beside it")
+    assert "selected: C__P__3d_cascade_fullres" in out and f"note: {note}" in out
+    assert "| ensemble___C__P__3d_cascade_fullres___C__P__3d_lowres___0_1 | " in out
+    doc, text = _instructions(fake_roots)
+    assert doc["commands"] == ["xtlunet predict -i INPUT_FOLDER -o OUTPUT_FOLDER -d 901 -c 3d_cascade_fullres "
+                               "-tr C -p P -f 0 1"]
+    assert doc["selected"]["members"][0]["previous_model"] == {"model": "C__P__3d_lowres", "folder": str(lowres),
+                                                               "folds": ["0", "1"]}
+    assert doc["notes"][0].startswith(note) and f"note: {note}" in text and doc["commands"][0] in text
+    # without a finished lowres fold, predict of the cascade could not run: it is no candidate
+    for fold in (0, 1):
+        (lowres / f"fold_{fold}" / "checkpoint_final.pth").unlink()
+    assert main(["find-best-configuration", "-d", "901", "-f", "0", "1"]) == 0
+    out = capsys.readouterr().out
+    assert ("skipped C__P__3d_cascade_fullres: predicts after its 3d_lowres model C__P__3d_lowres, which has no fold "
+            "with checkpoint_final.pth") in out and "selected: C__P__3d_lowres" in out
+    doc, _ = _instructions(fake_roots)
+    assert [c["name"] for c in doc["candidates"]] == ["C__P__3d_lowres"] and doc["notes"] == []
+    assert doc["selected"]["members"][0]["previous_model"] is None
+
+
+def test_a_model_validated_without_probabilities_competes_alone(fake_roots, capsys):
+    _model(fake_roots, "A__P__3d_fullres", _missing_part(slice(1, 2)))
+    _model(fake_roots, "B__P__2d", _missing_part(slice(3, 4)), probabilities=False)
+    _model(fake_roots, "C__P__3d_lowres", _confidently_wrong_somewhere)
+    assert main(["find-best-configuration", "-d", "901", "-f", "0", "1", "--disable-postprocessing"]) == 0
+    out = capsys.readouterr().out
+    assert ("skipped ensembles with B__P__2d: its final validation wrote no probabilities (xtlunet train "
+            "--no-val-probabilities): it competes as a single model only") in out
+    doc, _ = _instructions(fake_roots)
+    assert [c["name"] for c in doc["candidates"]] == [
+        "A__P__3d_fullres", "B__P__2d", "C__P__3d_lowres", "ensemble___A__P__3d_fullres___C__P__3d_lowres___0_1"]
+    assert not (fake_roots["results"] / DATASET / "ensembles" / "ensemble___A__P__3d_fullres___B__P__2d___0_1").exists()
+    b = doc["candidates"][1]
+    assert b["pooled_dice"] == doc["candidates"][0]["pooled_dice"] < 1.0     # scored from its label files alone

@@ -54,6 +54,21 @@ def commands(selection: Selection) -> list[str]:
     return cmds
 
 
+def _lowres_folds(model: ModelCV) -> list[str]:
+    """The folds of a cascade member's lowres model that predict runs (every finished one)."""
+    from xtlunet.inference.models import available_folds
+
+    return available_folds(model.previous) if model.previous is not None else []
+
+
+def notes(selection: Selection) -> list[str]:
+    """What the commands need beyond the members' own folders: a cascade member's lowres model."""
+    return [f"{m.name} is a cascade stage: its predict runs the lowres model {m.previous.name} first (folds "
+            f"{' '.join(_lowres_folds(m))}, every finished one), so that model folder must be in $XTLUNET_results "
+            "beside it (xtlunet export-model of the cascade carries it)"
+            for m in selection.winner.members if m.previous is not None]
+
+
 def candidate_rows(selection: Selection) -> list[dict[str, Any]]:
     """One row per candidate: name, pooled Dice, mean Dice, lesion F1 and whether it was selected."""
     rows = []
@@ -66,8 +81,10 @@ def candidate_rows(selection: Selection) -> list[dict[str, Any]]:
 def _member(model: ModelCV) -> dict[str, Any]:
     """A member model as written to the JSON file."""
     trainer, plans, configuration = model.parts
+    previous = None if model.previous is None else {"model": model.previous.name, "folder": str(model.previous),
+                                                    "folds": _lowres_folds(model)}
     return {"trainer": trainer, "plans": plans, "configuration": configuration, "folder": str(model.folder),
-            "folds": model.folds}
+            "folds": model.folds, "previous_model": previous}
 
 
 def _candidate(c: Candidate) -> dict[str, Any]:
@@ -87,7 +104,7 @@ def instructions_json(selection: Selection) -> dict[str, Any]:
                                                        "after": pp.overall("after").to_json(),
                                                        "operations": operations},
             "candidates": [_candidate(c) for c in selection.candidates], "skipped": dict(selection.skipped),
-            "placeholders": PLACEHOLDERS, "commands": commands(selection)}
+            "placeholders": PLACEHOLDERS, "commands": commands(selection), "notes": notes(selection)}
 
 
 def instructions_text(selection: Selection) -> str:
@@ -98,7 +115,8 @@ def instructions_text(selection: Selection) -> str:
     lines += ["post-processing: " + ("disabled" if pp is None else str(selection.postprocessing_file))]
     lines += [f"  {r.describe(k)}" for k, r in sorted(pp.rules.items())] if pp is not None else []
     lines += ["", "Run on new cases (" + "; ".join(f"{k}: {v}" for k, v in PLACEHOLDERS.items()) + "):", ""]
-    lines += commands(selection) + ["", "candidates (scores on cross-validation):", "",
+    lines += commands(selection) + [f"note: {n}" for n in notes(selection)]
+    lines += ["", "candidates (scores on cross-validation):", "",
                                     markdown_table(candidate_rows(selection), COLUMNS, "{:.4f}")]
     lines += [f"skipped {name}: {why}" for name, why in selection.skipped.items()]
     return "\n".join(lines).rstrip() + "\n"

@@ -1,5 +1,10 @@
 """The trained segmentation models of a dataset and their cross-validation exports (fold_K/validation/CASE.ext and
-CASE.npz), as find-best-configuration needs them; a model without every requested fold is skipped with the reason."""
+CASE.npz), as find-best-configuration needs them; a model without every requested fold is skipped with the reason.
+
+A fold validated with `xtlunet train --no-val-probabilities` (its summary.json says so) has label files only: the
+model competes alone, never in an ensemble. A cascade stage is usable only while its lowres model, which predict
+runs first, has a finished fold.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,6 +15,7 @@ from xtlunet.best_config.ensemble_folders import Member
 from xtlunet.dataset.spec import DatasetSpec
 from xtlunet.errors import XtlunetError, noun
 from xtlunet.evaluation.summary import ValidationSummary
+from xtlunet.validation import NOT_SAVED, PROBABILITIES
 
 
 @dataclass
@@ -20,6 +26,8 @@ class ModelCV:
     spec: DatasetSpec
     folds: list[int]
     cases: dict[str, Member]
+    probabilities: bool = True     # every fold's validation wrote CASE.npz (else: a single-model candidate only)
+    previous: Path | None = None   # a cascade stage's lowres model folder, which predict runs first
 
     @property
     def name(self) -> str:
@@ -48,20 +56,41 @@ def _selected(folder: Path, configurations: Sequence[str] | None, trainers: Sequ
                for value, values in ((trainer, trainers), (plan, plans), (configuration, configurations)))
 
 
-def _fold_cases(folder: Path, fold: int, ending: str) -> dict[str, Member]:
-    """case → export of one finished fold; raises Skip when the fold or an export is missing."""
+def _fold_cases(folder: Path, fold: int, ending: str) -> tuple[dict[str, Member], bool]:
+    """(case → export, whether the validation saved probabilities) of one finished fold; raises Skip when the fold or
+    an export is missing."""
     vdir = folder / f"fold_{fold}" / "validation"
     summary = ValidationSummary.load(vdir / "summary.json")
+    saved = summary.source.get(PROBABILITIES) != NOT_SAVED
     out = {}
     for case in (c.case_id for c in summary.cases):
         member = Member(vdir / f"{case}.npz", vdir / f"{case}{ending}")
         if not member.label_file.is_file():
             raise Skip(f"fold {fold} lacks the validation export {member.label_file.name}")
-        if not member.npz.is_file():
+        if saved and not member.npz.is_file():
             raise Skip(f"fold {fold} has no validation probabilities ({member.npz.name}): re-run its final validation "
                        "(xtlunet train ... --continue with the fold's own options)")
         out[case] = member
-    return out
+    return out, saved
+
+
+def previous_model(folder: Path) -> Path | None:
+    """The lowres model folder a cascade model predicts after, as predict finds it (None: not a cascade stage); raises
+    Skip when it has no finished fold, since predict of the cascade could not run."""
+    from xtlunet.cascade.chain import previous_folder
+    from xtlunet.inference.models import available_folds
+    from xtlunet.plans import Plans
+
+    if not (folder / "plans.json").is_file():
+        return None
+    conf = Plans.load(folder / "plans.json").configurations.get(folder.name.rsplit("__", 1)[-1])
+    if conf is None or not conf.previous_stage:
+        return None
+    prev = previous_folder(folder, conf)
+    if not (prev.is_dir() and available_folds(prev)):
+        raise Skip(f"predicts after its {conf.previous_stage} model {prev.name}, which has no fold with "
+                   "checkpoint_final.pth (predict runs it first): train it, or import it beside the cascade")
+    return prev
 
 
 def model_cv(folder: Path, folds: Sequence[int]) -> ModelCV:
@@ -77,12 +106,15 @@ def model_cv(folder: Path, folds: Sequence[int]) -> ModelCV:
         raise Skip(f"{noun(len(missing), 'fold')} {', '.join(map(str, missing))} not finished "
                    "(no fold_K/validation/summary.json)")
     cases: dict[str, Member] = {}
+    saved = []
     for k in folds:
-        for case, member in _fold_cases(folder, k, spec.file_ending).items():
+        fold_cases, with_probabilities = _fold_cases(folder, k, spec.file_ending)
+        saved.append(with_probabilities)
+        for case, member in fold_cases.items():
             if case in cases:
                 raise Skip(f"case {case} is validated in two folds (not one cross-validation)")
             cases[case] = member
-    return ModelCV(folder, spec, list(folds), cases)
+    return ModelCV(folder, spec, list(folds), cases, all(saved), previous_model(folder))
 
 
 def find_models(dataset_dir: Path, folds: Sequence[int], configurations: Sequence[str] | None = None,

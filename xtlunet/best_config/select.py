@@ -99,6 +99,15 @@ def _ensemble(pair: Sequence[ModelCV], folds: Sequence[int], refs: dict[str, Pat
     return Candidate(name, list(pair), out, tables)
 
 
+def ensemble_pairs(models: Sequence[ModelCV], skipped: dict[str, str]) -> list[tuple[ModelCV, ModelCV]]:
+    """Every pair of models that saved validation probabilities; a model without them is noted in `skipped`."""
+    for m in models:
+        if not m.probabilities and len(models) > 1:
+            skipped[f"ensembles with {m.name}"] = ("its final validation wrote no probabilities (xtlunet train "
+                                                  "--no-val-probabilities): it competes as a single model only")
+    return list(itertools.combinations([m for m in models if m.probabilities], 2))
+
+
 def pick_winner(candidates: Sequence[Candidate]) -> Candidate:
     """The highest pooled Dice; among (nearly) equal ones the fewest members, then the first."""
     def pooled(c: Candidate) -> float:
@@ -132,7 +141,7 @@ def find_best_configuration(dataset: str, configurations: Sequence[str] | None =
     candidates = [Candidate(m.name, [m], m.folder, _score({c: x.label_file for c, x in m.cases.items()}, refs,
                                                           m.spec.foreground_labels(), num_workers, m.name))
                   for m in models]
-    for pair in itertools.combinations(models, 2) if ensembling else ():
+    for pair in ensemble_pairs(models, skipped) if ensembling else ():
         made = _ensemble(pair, folds, refs, num_workers, ds_dir / ENSEMBLES)
         if isinstance(made, str):
             skipped[ensemble_name(pair, folds)] = made

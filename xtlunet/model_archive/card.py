@@ -2,7 +2,8 @@
 
 `model_card.json` sits at the root of the zip; `files` maps every other member (a path relative to the model
 folder, '/'-separated) to its sha256 and size. `MODEL_CARD.md` is rendered from the same card (without `files`) and
-is itself listed in `files`.
+is itself listed in `files`. A cascade stage's archive (format version 2) also carries the lowres model it predicts
+after: its files lie under `previous_stage/` (listed in `files` with that prefix) and `previous_model` names it.
 """
 from __future__ import annotations
 
@@ -16,13 +17,15 @@ from xtlunet.errors import plural
 from xtlunet.transfer.checkpoint import NO_INIT
 
 FORMAT = "xtlunet.model_archive"
-FORMAT_VERSION = 1
-KNOWN_VERSIONS = (1,)
+FORMAT_VERSION = 1          # an archive of one model folder
+BUNDLE_VERSION = 2          # a cascade stage with its lowres model under PREVIOUS_DIR/
+KNOWN_VERSIONS = (FORMAT_VERSION, BUNDLE_VERSION)
+PREVIOUS_DIR = "previous_stage"
 CARD_NAME = "model_card.json"
 CARD_MD = "MODEL_CARD.md"
 CHECKPOINT_KINDS = ("final", "best")
 FOLD_EXTRAS = ("transfer_report.json", "validation/summary.json", "training_log.txt")   # carried when present
-MODEL_EXTRAS = ("cv_summary.json", "postprocessing.json")                              # carried when present
+MODEL_EXTRAS = ("cv_summary.json", "postprocessing.json", "previous_stage.json")       # carried when present
 REQUIRED = ("plans.json", "dataset.json")
 
 
@@ -65,18 +68,25 @@ def versions() -> dict[str, str]:
     return {"xtlunet": xtlunet.__version__, "torch": torch.__version__, "python": platform.python_version()}
 
 
+def model_entry(folder: Path, folds: Sequence[str], fold_entries: Mapping[str, dict[str, Any]],
+                cv: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What a card says of one model folder: its name and parts, folds, fold details and CV metrics."""
+    trainer, plans_name, configuration = folder.name.split("__")
+    return {"model": folder.name, "trainer": trainer, "plans_name": plans_name, "configuration": configuration,
+            "folds": list(folds), "fold_details": {str(k): v for k, v in fold_entries.items()}, "cv": cv_metrics(cv)}
+
+
 def build_card(folder: Path, folds: Sequence[str], checkpoint: str, task: str, dataset: Mapping[str, Any],
                fold_entries: Mapping[str, dict[str, Any]], cv: Mapping[str, Any] | None,
-               previous_stage: str | None = None) -> dict[str, Any]:
-    """The card of an archive of `folder` (without `files`, which the writer adds as it hashes)."""
-    trainer, plans_name, configuration = folder.name.split("__")
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, "dataset": folder.parent.name, "model": folder.name,
-            "trainer": trainer, "plans_name": plans_name, "configuration": configuration, "task": task,
-            "folds": list(folds), "checkpoint": checkpoint, "previous_stage": previous_stage,
+               previous_stage: str | None = None, previous_model: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The card of an archive of `folder` (without `files`, which the writer adds as it hashes); `previous_model`
+    is the model_entry of a cascade's lowres model carried under PREVIOUS_DIR/."""
+    return {"format": FORMAT, "format_version": FORMAT_VERSION if previous_model is None else BUNDLE_VERSION,
+            "dataset": folder.parent.name, **model_entry(folder, folds, fold_entries, cv), "task": task,
+            "checkpoint": checkpoint, "previous_stage": previous_stage, "previous_model": previous_model,
             "inputs": {"channel_names": dict(dataset.get("channel_names") or dataset.get("modality") or {}),
                        "file_ending": dataset.get("file_ending")},
             "labels": dict(dataset.get("labels") or {}), "classes": dict(dataset.get("classes") or {}),
-            "fold_details": {str(k): v for k, v in fold_entries.items()}, "cv": cv_metrics(cv),
             "versions": versions(),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
@@ -115,7 +125,11 @@ def render_markdown(card: Mapping[str, Any]) -> str:
     if cv:
         per_fold = ", ".join(f"{f} {_number(v)}" for f, v in zip(cv["folds"], cv["per_fold"]))
         lines.append(f"- cross-validation {cv['metric']}: pooled {_number(cv['pooled'])}; per fold {per_fold}")
-    if card.get("previous_stage"):
+    previous = card.get("previous_model")
+    if previous:
+        lines.append(f"- a cascade stage: predicts after the {card['previous_stage']} model {previous['model']} "
+                     f"(folds {', '.join(previous['folds'])}), carried in {PREVIOUS_DIR}/ and imported beside it")
+    elif card.get("previous_stage"):
         lines.append(f"- a cascade stage: predicts after the {card['previous_stage']} model of the same trainer and "
                      "plans, which is not in this archive (export and import it too)")
     versions_text = ", ".join(f"{k} {v}" for k, v in card["versions"].items())

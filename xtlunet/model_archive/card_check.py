@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from xtlunet.errors import XtlunetError
-from xtlunet.model_archive.card import (CARD_NAME, CHECKPOINT_KINDS, FORMAT, KNOWN_VERSIONS, REQUIRED,
-                                        checkpoint_member)
+from xtlunet.model_archive.card import (CARD_NAME, CHECKPOINT_KINDS, FORMAT, KNOWN_VERSIONS, PREVIOUS_DIR,
+                                        REQUIRED, checkpoint_member)
 from xtlunet.model_archive.members import READ_ERRORS, parent_folders, unsafe_reason
 
 MAX_CARD_BYTES = 16 << 20
@@ -52,19 +52,48 @@ def read_card(zf: zipfile.ZipFile, archive: Path) -> dict[str, Any]:
     return card
 
 
+def _check_model(entry: dict[str, Any], archive: Path, what: str = "model") -> None:
+    """A model entry whose folder name stays one folder under the dataset folder, with a list of valid folds."""
+    model = entry.get("model")
+    parts = [entry.get("trainer"), entry.get("plans_name"), entry.get("configuration")]
+    if not all(isinstance(p, str) and _PART.match(p) and "__" not in p for p in parts) or model != "__".join(parts):
+        raise refuse(archive, f"member '{CARD_NAME}' names no valid {what} folder ({model!r}; expected "
+                     "TRAINER__PLANS__CONFIG from its trainer, plans_name and configuration)")
+    folds = entry.get("folds")
+    if not isinstance(folds, list) or not folds or not all(isinstance(f, str) and _PART.match(f) for f in folds):
+        raise refuse(archive, f"member '{CARD_NAME}' lists no valid folds of the {what}")
+
+
 def _check_names(card: dict[str, Any], archive: Path) -> None:
-    """Dataset and model folder names that stay one folder each under the results root."""
-    dataset, model = card.get("dataset"), card.get("model")
-    parts = [card.get("trainer"), card.get("plans_name"), card.get("configuration")]
+    """Dataset and model folder names that stay one folder each under the results root (a carried lowres model's
+    too: the configuration the cascade names, another folder than the cascade's)."""
+    dataset = card.get("dataset")
     if not (isinstance(dataset, str) and _DATASET.match(dataset)):
         raise refuse(archive, f"member '{CARD_NAME}' names no valid dataset folder ({dataset!r}; expected "
                      "DatasetNNN_Name)")
-    if not all(isinstance(p, str) and _PART.match(p) and "__" not in p for p in parts) or model != "__".join(parts):
-        raise refuse(archive, f"member '{CARD_NAME}' names no valid model folder ({model!r}; expected "
-                     "TRAINER__PLANS__CONFIG from its trainer, plans_name and configuration)")
-    if card.get("checkpoint") not in CHECKPOINT_KINDS or not isinstance(card.get("folds"), list) or \
-            not card["folds"] or not all(isinstance(f, str) and _PART.match(f) for f in card["folds"]):
+    if card.get("checkpoint") not in CHECKPOINT_KINDS:
         raise refuse(archive, f"member '{CARD_NAME}' lists no valid folds and checkpoint kind")
+    _check_model(card, archive)
+    previous = card.get("previous_model")
+    if previous is None:
+        return
+    if not isinstance(previous, dict):
+        raise refuse(archive, f"member '{CARD_NAME}' has a previous_model that is not an object")
+    _check_model(previous, archive, "previous-stage model")
+    if previous["configuration"] != card.get("previous_stage") or previous["model"] == card["model"]:
+        raise refuse(archive, f"member '{CARD_NAME}' names previous-stage model {previous['model']!r}, not a "
+                     f"{card.get('previous_stage')} model beside {card['model']}")
+
+
+def needed_files(card: dict[str, Any]) -> list[str]:
+    """The members predict needs: plans, dataset description and each fold's checkpoint, of the model and of a
+    carried lowres model (under PREVIOUS_DIR/)."""
+    needed = [*REQUIRED, *(checkpoint_member(f, card["checkpoint"]) for f in card["folds"])]
+    previous = card.get("previous_model")
+    if previous:
+        needed += [f"{PREVIOUS_DIR}/{name}" for name in
+                   (*REQUIRED, *(checkpoint_member(f, card["checkpoint"]) for f in previous["folds"]))]
+    return needed
 
 
 def _check_files(card: dict[str, Any], archive: Path) -> None:
@@ -84,7 +113,6 @@ def _check_files(card: dict[str, Any], archive: Path) -> None:
     clash = next((name for name in files if name + "/" in folders), None)
     if clash is not None:
         raise refuse(archive, f"member '{clash}' is listed both as a file and as a folder")
-    needed = [*REQUIRED, *(checkpoint_member(f, card["checkpoint"]) for f in card["folds"])]
-    missing = next((name for name in needed if name not in files), None)
+    missing = next((name for name in needed_files(card) if name not in files), None)
     if missing is not None:
         raise refuse(archive, f"member '{missing}' is not listed in the model card, and predict needs it")

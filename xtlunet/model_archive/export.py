@@ -1,4 +1,6 @@
-"""`xtlunet export-model`: one trained model folder (chosen folds, one checkpoint kind) as one verified zip."""
+"""`xtlunet export-model`: one trained model folder (chosen folds, one checkpoint kind) as one verified zip; a
+cascade stage's zip also carries the lowres model its prediction runs first (every finished fold, under
+previous_stage/)."""
 from __future__ import annotations
 
 import json
@@ -10,8 +12,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from xtlunet.errors import XtlunetError, look_up_option
-from xtlunet.model_archive.card import (CARD_MD, CARD_NAME, CHECKPOINT_KINDS, FOLD_EXTRAS, MODEL_EXTRAS, REQUIRED,
-                                        build_card, checkpoint_member, fold_entry, render_markdown)
+from xtlunet.model_archive.card import (CARD_MD, CARD_NAME, CHECKPOINT_KINDS, FOLD_EXTRAS, MODEL_EXTRAS,
+                                        PREVIOUS_DIR, REQUIRED, build_card, checkpoint_member, fold_entry, model_entry,
+                                        render_markdown)
 from xtlunet.model_archive.members import copy_hashed
 from xtlunet.utils.atomic import atomic_path, json_ready, read_json
 from xtlunet.utils.console import progress_bar
@@ -26,6 +29,7 @@ class ExportResult:
     path: Path
     card: dict[str, Any]
     folder: Path
+    previous: Path | None = None   # the lowres model folder carried with a cascade stage
 
 
 def _check_output(out: Path, overwrite: bool) -> None:
@@ -74,6 +78,30 @@ def _fold_entries(folder: Path, paths: dict[str, Path], identity: str) -> dict[s
     return entries
 
 
+def _cv(folder: Path) -> dict[str, Any] | None:
+    """The model folder's cv_summary.json, if any."""
+    return read_json(folder / "cv_summary.json") if (folder / "cv_summary.json").is_file() else None
+
+
+def _previous_model(folder: Path, conf: Any, checkpoint: str) -> tuple[Path, dict[str, Path]] | None:
+    """A cascade stage's lowres model folder (the one predict follows) and the checkpoints predict loads from it,
+    every finished fold; None for other configurations. A lowres model without one is refused."""
+    if not conf.previous_stage:
+        return None
+    from xtlunet.cascade.chain import previous_folder
+    from xtlunet.inference.models import available_folds, check_model_files
+
+    prev = previous_folder(folder, conf)
+    if not (prev.is_dir() and available_folds(prev, checkpoint)):
+        trainer, plans_name = prev.name.split("__")[:2]
+        raise XtlunetError(f"{conf.name} predicts after its {conf.previous_stage} model {prev.name}, which has no "
+                           f"fold with checkpoint_{checkpoint}.pth to carry in the archive", path=prev,
+                           fix=f"train it first: xtlunet train {folder.parent.name} {conf.previous_stage} FOLD -tr "
+                               f"{trainer} -p {plans_name}")
+    check_model_files(prev)
+    return prev, _fold_checkpoints(prev, None, checkpoint)
+
+
 def archive_members(folder: Path, folds: Sequence[str], checkpoint: str) -> list[str]:
     """The model-folder files an archive carries: plans, dataset, model extras, then per fold its checkpoint and
     the extras present."""
@@ -116,20 +144,22 @@ def export_model(dataset: str, configuration: str, trainer: str = "ScratchTraine
     from xtlunet.plans import Plans
 
     plans = Plans.load(folder / "plans.json")
-    cv = read_json(folder / "cv_summary.json") if (folder / "cv_summary.json").is_file() else None
     conf = plans.configuration(configuration)
-    previous = getattr(conf, "previous_stage", None)
-    if previous:
-        log.warning("%s is a cascade stage: it predicts after the %s model, which this archive does not hold; "
-                    "export and import that model too", folder.name, previous)
+    members = [(folder / m, m) for m in archive_members(folder, list(paths), checkpoint)]
+    bundle, previous = _previous_model(folder, conf, checkpoint), None
+    if bundle is not None:
+        prev, prev_paths = bundle
+        previous = model_entry(prev, list(prev_paths), _fold_entries(prev, prev_paths, Plans.load(
+            prev / "plans.json").identity()), _cv(prev))
+        members += [(prev / m, f"{PREVIOUS_DIR}/{m}") for m in archive_members(prev, list(prev_paths), checkpoint)]
+        log.info("%s predicts after %s: carrying its folds %s", folder.name, prev.name, ", ".join(prev_paths))
     card = build_card(folder, list(paths), checkpoint, conf.task, read_json(folder / "dataset.json"),
-                      _fold_entries(folder, paths, plans.identity()), cv, previous)
-    members = archive_members(folder, list(paths), checkpoint)
+                      _fold_entries(folder, paths, plans.identity()), _cv(folder), conf.previous_stage, previous)
     files: dict[str, dict[str, Any]] = {}
     with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", allowZip64=True) as zf:
-        for member in progress_bar(members, desc=f"export {folder.name}", unit="file"):
-            files[member] = _write_file(zf, folder / member, member)
+        for src, member in progress_bar(members, desc=f"export {folder.name}", unit="file"):
+            files[member] = _write_file(zf, src, member)
         files[CARD_MD] = _write_bytes(zf, CARD_MD, render_markdown(card).encode())
         card["files"] = files
         _write_bytes(zf, CARD_NAME, (json.dumps(json_ready(card), indent=2, allow_nan=False) + "\n").encode())
-    return ExportResult(out, card, folder)
+    return ExportResult(out, card, folder, bundle[0] if bundle else None)

@@ -3,7 +3,8 @@
 Every check runs before anything is written: the card's format version, each member's name (no absolute path,
 no '..', no symbolic link, nothing outside the model folder), no member missing or extra versus the card, and
 each member's size and sha256. The files are then written into a temp folder beside the target (hashed again as
-they are written) and renamed into place.
+they are written) and renamed into place. A cascade stage's archive unpacks into two model folders, the cascade's
+and its lowres model's (the members under previous_stage/): both are placed, or neither.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
 from xtlunet.errors import XtlunetError
-from xtlunet.model_archive.card import CARD_NAME
+from xtlunet.model_archive.card import CARD_NAME, PREVIOUS_DIR
 from xtlunet.model_archive.card_check import read_card, refuse
 from xtlunet.model_archive.members import READ_ERRORS, copy_hashed, is_symlink, parent_folders, unsafe_reason
 from xtlunet.utils.console import progress_bar
@@ -30,6 +31,7 @@ class ImportResult:
     folder: Path
     card: dict[str, Any]
     replaced: bool
+    previous: Path | None = None   # the lowres model folder unpacked beside a cascade stage
 
 
 @contextlib.contextmanager
@@ -121,10 +123,10 @@ def _new_folder(parent: Path, stem: str) -> Path:
 
 
 def _unpack(zf: zipfile.ZipFile, members: list[zipfile.ZipInfo], card: dict[str, Any], archive: Path,
-            tmp: Path) -> None:
-    """Write every member under `tmp`, hashing each again as it is written."""
+            tmp: Path, prefix: str = "") -> None:
+    """Write every member under `tmp` (its name without `prefix`), hashing each again as it is written."""
     for info in progress_bar(members, desc=f"import {card['model']}", unit="file"):
-        path = tmp.joinpath(*info.filename.split("/"))
+        path = tmp.joinpath(*info.filename[len(prefix):].split("/"))
         if tmp.resolve() not in path.resolve().parents:
             raise refuse(archive, f"member '{info.filename}' lies outside the model folder")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -132,8 +134,9 @@ def _unpack(zf: zipfile.ZipFile, members: list[zipfile.ZipInfo], card: dict[str,
             _read_member(zf, info, archive, card, dst)
 
 
-def _move_into_place(tmp: Path, target: Path) -> bool:
-    """Rename the unpacked folder onto the target (an existing one is swapped out, then removed); True if replaced."""
+def _move_into_place(tmp: Path, target: Path) -> Path | None:
+    """Rename the unpacked folder onto the target; an existing one is swapped out first and its new name returned
+    (the caller removes it, or renames it back)."""
     if not target.exists():
         try:
             os.rename(tmp, target)
@@ -142,7 +145,7 @@ def _move_into_place(tmp: Path, target: Path) -> bool:
                 raise XtlunetError("the model folder appeared while importing (another import?)", path=target,
                                    fix="add --overwrite to replace it") from None
             raise
-        return False
+        return None
     old = target.with_name(f".{target.name}.{secrets.token_hex(4)}.replaced")
     os.rename(target, old)
     try:
@@ -150,12 +153,41 @@ def _move_into_place(tmp: Path, target: Path) -> bool:
     except BaseException:
         os.rename(old, target)
         raise
-    shutil.rmtree(old, ignore_errors=True)
-    return True
+    return old
+
+
+def _move_all(moves: list[tuple[Path, Path]]) -> list[bool]:
+    """Rename each unpacked folder onto its target, all or none: after a failed rename the ones already placed go
+    back to their temp folders and the folders they replaced return; replaced folders are removed only at the end.
+    Returns, per target, whether it replaced one."""
+    placed: list[tuple[Path, Path, Path | None]] = []
+    try:
+        for tmp, target in moves:
+            placed.append((tmp, target, _move_into_place(tmp, target)))
+    except BaseException:
+        for tmp, target, old in reversed(placed):
+            os.rename(target, tmp)
+            if old is not None:
+                os.rename(old, target)
+        raise
+    for _, _, old in placed:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    return [old is not None for _, _, old in placed]
+
+
+def _split(members: list[zipfile.ZipInfo], card: dict[str, Any]) -> tuple[list[zipfile.ZipInfo], list[zipfile.ZipInfo]]:
+    """(the model's members, the carried lowres model's: those under PREVIOUS_DIR/ when the card names one)."""
+    if not card.get("previous_model"):
+        return members, []
+    prefix = f"{PREVIOUS_DIR}/"
+    return ([i for i in members if not i.filename.startswith(prefix)],
+            [i for i in members if i.filename.startswith(prefix)])
 
 
 def import_model(archive: str | Path, overwrite: bool = False) -> ImportResult:
-    """Check the archive, then unpack it to $XTLUNET_results/DATASET/TRAINER__PLANS__CONFIG atomically."""
+    """Check the archive, then unpack it to $XTLUNET_results/DATASET/TRAINER__PLANS__CONFIG atomically (a cascade
+    stage's lowres model beside it, both or neither)."""
     from xtlunet.paths import results_root
 
     archive = Path(archive)
@@ -164,19 +196,27 @@ def import_model(archive: str | Path, overwrite: bool = False) -> ImportResult:
         card = read_card(zf, archive)
         members = _check_members(zf, card, archive)
         target = results / card["dataset"] / card["model"]
-        _check_target(target, overwrite)
+        previous = results / card["dataset"] / card["previous_model"]["model"] if card.get("previous_model") else None
+        for folder in (previous, target):
+            if folder is not None:
+                _check_target(folder, overwrite)
         for info in progress_bar(members, desc=f"verify {archive.name}", unit="file"):
             _read_member(zf, info, archive, card)
         created = [p for p in (target.parent, results) if not p.exists()]
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _new_folder(target.parent, target.name)
+        own, carried = _split(members, card)
+        jobs = [(own, target, "")] + ([(carried, previous, f"{PREVIOUS_DIR}/")] if previous is not None else [])
+        temps: list[Path] = []
         try:
-            _unpack(zf, members, card, archive, tmp)
-            replaced = _move_into_place(tmp, target)
+            for infos, folder, prefix in jobs:
+                temps.append(_new_folder(folder.parent, folder.name))
+                _unpack(zf, infos, card, archive, temps[-1], prefix)
+            replaced = _move_all([(tmp, folder) for tmp, (_, folder, _) in zip(temps, jobs)])
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            for tmp in temps:
+                shutil.rmtree(tmp, ignore_errors=True)
             for path in created:
                 with contextlib.suppress(OSError):
                     path.rmdir()
             raise
-    return ImportResult(target, card, replaced)
+    return ImportResult(target, card, replaced[0], previous)

@@ -30,6 +30,8 @@ class RunSpec:
     final_validation: bool = True
     validation_tta: bool = True
     step_size: float = 0.5
+    val_probabilities: bool = True        # final validation also writes CASE.npz (find-best-configuration ensembles)
+    previous_trainer: str | None = None   # a cascade stage follows this trainer's lowres model (None: the trainer's)
 
     @property
     def fold_name(self) -> str:
