@@ -8,7 +8,9 @@ example's held-back imagesTs cases: wall time per case and peak memory of each c
 labelsTs (both models are barely trained, so the Dice values only show that the outputs are sane).
 `--xtlunet-options "OPTIONS"` (repeatable) times xtlunet once per set of extra predict options (e.g. --precision fp32,
 --empty-windows run, --tta-axes 1 2), each as its own row, and reports how many label voxels each set changes
-against the first.
+against the first. `--only xtlunet` needs no nnU-Net (no venv, no nnU-Net plan or model: xtlunet's own plan with
+--patch, or `plan`); `--device cuda` trains and predicts xtlunet on the GPU (with --only xtlunet), e.g. with
+--xtlunet-options sets of --precision bf16|fp32, --compile, --no-channels-last, --no-overlap.
 
 The same file is the nnU-Net training driver: `--_driver nnunet-train SPEC_JSON` runs in nnU-Net's venv.
 """
@@ -81,26 +83,34 @@ def driver_nnunet_train(spec: dict[str, Any]) -> None:
 # Set-up: the two models
 # ---------------------------------------------------------------------------------------------------------------
 
-def train_models(setup: Setup, iters: int, threads: int, timeout_s: float) -> dict[str, float]:
-    """Train fold 0 of both tools on the bench plans for one epoch of `iters` iterations; return seconds per tool."""
-    times = {}
-    env = {**threads_env(setup.envs[NNUNET], threads), "nnUNet_n_proc_DA": "0", "nnUNet_compile": "false"}
-    spec = {"plans": setup.bench_plans[NNUNET], "iters": iters, "threads": threads}
-    cmd = [venv_python(setup.venv), Path(__file__).resolve(), "--_driver", "nnunet-train", json.dumps(spec)]
-    what = f"nnU-Net training ({NNUNET_TRAINER}, 1 epoch of {iters} iterations)"
-    times[NNUNET] = run_step(cmd, env, what, setup.work)
-    ck = model_folder(setup, NNUNET) / "fold_0" / "checkpoint_final.pth"
-    if not ck.is_file():
-        sys.exit(f"nnU-Net training wrote no {ck}")
+def train_models(setup: Setup, iters: int, threads: int, timeout_s: float, device: str = "cpu") -> dict[str, float]:
+    """Train fold 0 of both tools (xtlunet alone without nnU-Net's set-up) on the bench plans for one epoch of `iters`
+    iterations, xtlunet on `device`; return seconds per tool."""
+    times: dict[str, float] = {}
+    if setup.with_nnunet:
+        times[NNUNET] = train_nnunet(setup, iters, threads)
     cmd = [sys.executable, "-m", "xtlunet", "-q", "train", str(DATASET_ID), CONFIGURATION, "0", "-tr", XTLUNET_TRAINER,
            "-p", setup.bench_plans[XTLUNET], "--epochs", "1", "--iters-per-epoch", str(iters), "--val-iters", "1",
-           "--no-final-validation", "--device", "cpu"]
+           "--no-final-validation", "--device", device]
     env = {**threads_env(setup.envs[XTLUNET], threads), "XTLUNET_n_proc_DA": "0"}
     times[XTLUNET] = run_step(cmd, env, "xtlunet train", setup.work)
     ck = model_folder(setup, XTLUNET) / "fold_0" / "checkpoint_final.pth"
     if not ck.is_file():
         sys.exit(f"xtlunet train wrote no {ck}")
     return times
+
+
+def train_nnunet(setup: Setup, iters: int, threads: int) -> float:
+    """Train nnU-Net's fold 0 for one epoch of `iters` iterations on the CPU; return its seconds."""
+    env = {**threads_env(setup.envs[NNUNET], threads), "nnUNet_n_proc_DA": "0", "nnUNet_compile": "false"}
+    spec = {"plans": setup.bench_plans[NNUNET], "iters": iters, "threads": threads}
+    cmd = [venv_python(setup.venv), Path(__file__).resolve(), "--_driver", "nnunet-train", json.dumps(spec)]
+    what = f"nnU-Net training ({NNUNET_TRAINER}, 1 epoch of {iters} iterations)"
+    seconds = run_step(cmd, env, what, setup.work)
+    ck = model_folder(setup, NNUNET) / "fold_0" / "checkpoint_final.pth"
+    if not ck.is_file():
+        sys.exit(f"nnU-Net training wrote no {ck}")
+    return seconds
 
 
 def model_folder(setup: Setup, tool: str) -> Path:
@@ -154,9 +164,10 @@ class Runner:
         return tta or "--tta-axes" not in self.extra
 
 
-def make_runners(options: Sequence[str] | None) -> list[Runner]:
-    """nnU-Net, then xtlunet once per --xtlunet-options string (once with its defaults when none is given)."""
-    out = [Runner(NNUNET, NNUNET)]
+def make_runners(options: Sequence[str] | None, with_nnunet: bool = True) -> list[Runner]:
+    """nnU-Net (when set up), then xtlunet once per --xtlunet-options string (once with its defaults when none is
+    given)."""
+    out = [Runner(NNUNET, NNUNET)] if with_nnunet else []
     for text in options or [""]:
         extra = tuple(shlex.split(text))
         out.append(Runner(" ".join([XTLUNET, *extra]), XTLUNET, extra))
@@ -166,8 +177,8 @@ def make_runners(options: Sequence[str] | None) -> list[Runner]:
 
 
 def predict_command(setup: Setup, runner: Runner, in_dir: Path, out_dir: Path, tta: bool, step: float,
-                    npp: int) -> list[str]:
-    """The prediction command of a runner."""
+                    npp: int, device: str = "cpu") -> list[str]:
+    """The prediction command of a runner (xtlunet's on `device`; nnU-Net's on the CPU)."""
     if runner.tool == NNUNET:
         cmd = [str(setup.venv / "bin" / "nnUNetv2_predict"), "-i", str(in_dir), "-o", str(out_dir),
                "-d", str(DATASET_ID), "-c", CONFIGURATION, "-f", "0", "-tr", NNUNET_TRAINER,
@@ -176,7 +187,7 @@ def predict_command(setup: Setup, runner: Runner, in_dir: Path, out_dir: Path, t
         return cmd + ([] if tta else ["--disable_tta"])
     cmd = [sys.executable, "-m", "xtlunet", "-q", "predict", "-i", str(in_dir), "-o", str(out_dir),
            "-d", str(DATASET_ID), "-c", CONFIGURATION, "-f", "0", "-tr", XTLUNET_TRAINER,
-           "-p", setup.bench_plans[XTLUNET], "--device", "cpu", "--step-size", f"{step:g}", "-npp", str(npp),
+           "-p", setup.bench_plans[XTLUNET], "--device", device, "--step-size", f"{step:g}", "-npp", str(npp),
            *runner.extra]
     return cmd + ([] if tta else ["--no-tta"])
 
@@ -243,7 +254,7 @@ def measure(setup: Setup, runner: Runner, tta: bool, in_dir: Path, ids: Sequence
     """One measured prediction run into a fresh folder; exits with the output tail when it fails."""
     out_dir = setup.work / "predictions" / f"{runner.slug}_{'tta' if tta else 'notta'}"
     fresh(out_dir)
-    cmd = predict_command(setup, runner, in_dir, out_dir, tta, args.step_size, args.npp)
+    cmd = predict_command(setup, runner, in_dir, out_dir, tta, args.step_size, args.npp, args.device)
     if args.wait_idle > 0:
         wait_for_idle(args.wait_idle)
     tool = runner.label
@@ -288,9 +299,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-match-spacing", dest="match_spacing", action="store_false",
                    help="let nnU-Net plan its own target spacing (then the tools slide over grids of different size)")
     p.add_argument("--gpu-memory-gb", type=float, default=8.0, help="xtlunet's --gpu-memory-gb for its plan (8)")
+    p.add_argument("--only", choices=("both", "xtlunet"), default="both",
+                   help="xtlunet: no nnU-Net at all (no venv, plan, model or runs), xtlunet's own plan (both)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="device of xtlunet's training and prediction (cpu); cuda needs --only xtlunet")
     add_common_arguments(p, HERE / ".venv-nnunet", BUSY_FRACTION, "WHAT")
     args = p.parse_args(argv)
     if args._driver is None:
+        if args.device == "cuda" and args.only != "xtlunet":
+            p.error("--device cuda needs --only xtlunet (nnU-Net predicts on the CPU here)")
         args.patch = parse_patch(p, args.patch)
         for name in ("repeats", "train_iters", "copies", "npp", "threads", "cases", "np"):
             if getattr(args, name) < 1:
@@ -314,12 +331,12 @@ def label_agreement(dir_a: Path, dir_b: Path, ids: Sequence[str]) -> float:
 
 def report(setup: Setup, runs: list[PredictRun], checks: dict[tuple[str, bool], list[CaseCheck]], n_cases: int,
            windows: dict[str, Any], runners: Sequence[Runner],
-           agreement: dict[tuple[str, bool], float]) -> dict[str, Any]:
+           agreement: dict[tuple[str, bool], float], device: str = "cpu") -> dict[str, Any]:
     """Print the table, the ratios and the checks; return the summary for the JSON file."""
     w = max(11, *(len(r.label) for r in runners))
     head = (f"{'tool':<{w}} {'TTA':<4} {'s/case':>7} {'wall s':>7} {'CPU s':>7} {'peak RSS MB':>12} "
             f"{'peak PSS MB':>12} {'procs':>5} {'same geom':>9} {'Dice':>6}")
-    print(f"\n{CONFIGURATION} prediction of {n_cases} cases on the CPU, patch {fmt_axes(setup.patch)}, "
+    print(f"\n{CONFIGURATION} prediction of {n_cases} cases on the {device.upper()}, patch {fmt_axes(setup.patch)}, "
           f"about {windows['per_case']} windows per case (the median case, step 0.5)")
     print(f"{head}\n{'-' * len(head)}")
     out: dict[str, Any] = {"results": {}}
@@ -359,13 +376,24 @@ def report(setup: Setup, runs: list[PredictRun], checks: dict[tuple[str, bool], 
             print(f"{label} / nnU-Net v2, {'with' if tta else 'without'} TTA: {ratio:.2f}x as fast "
                   f"(goal >= 1.5x: {'met' if ratio >= 1.5 else 'NOT met'}), peak RSS {rss:.2f}x"
                   + ("" if same is None else f"; labels equal to {ours[0]}'s in {100 * same:.3f} % of voxels"))
+        for label in (x for x in ours[1:] if (NNUNET, tta) not in best and {(x, tta), (ours[0], tta)} <= set(best)):
+            ratio = best[(ours[0], tta)].wall_s / best[(label, tta)].wall_s
+            same = agreement.get((label, tta))
+            print(f"{label} / {ours[0]}, {'with' if tta else 'without'} TTA: {ratio:.2f}x as fast"
+                  + ("" if same is None else f"; labels equal in {100 * same:.3f} % of voxels"))
     print(f"({MEMORY_NOTE}; * = other processes used more than {BUSY_FRACTION:g} cores during that run)")
     print("Dice = mean foreground Dice vs labelsTs over the cases (barely trained models: a sanity check only); "
           "same geom = every prediction has its input's size, spacing, origin and direction")
-    print(f"plans: target spacing nnU-Net {fmt_axes(setup.spacing[NNUNET])}, xtlunet {fmt_axes(setup.spacing[XTLUNET])}"
-          f" ({'matched' if setup.spacing_matched else 'NOT matched: the tools slide over different grids'}); "
-          f"patch {fmt_axes(setup.patch)}, nnU-Net's topology (features {setup.arch['features_per_stage']}, strides "
-          f"{setup.arch['strides']}), batch {setup.batch_size}")
+    if setup.with_nnunet:
+        matched = "matched" if setup.spacing_matched else "NOT matched: the tools slide over different grids"
+        print(f"plans: target spacing nnU-Net {fmt_axes(setup.spacing[NNUNET])}, xtlunet "
+              f"{fmt_axes(setup.spacing[XTLUNET])} ({matched}); patch {fmt_axes(setup.patch)}, "
+              f"nnU-Net's topology (features {setup.arch['features_per_stage']}, strides {setup.arch['strides']}), "
+              f"batch {setup.batch_size}")
+    else:
+        print(f"plan: xtlunet's own, target spacing {fmt_axes(setup.spacing[XTLUNET])}, patch {fmt_axes(setup.patch)} "
+              f"(features {setup.arch['features_per_stage']}, strides {setup.arch['strides']}), batch "
+              f"{setup.batch_size}")
     busy = [r for r in runs if r.contended]
     out["contended_runs"] = len(busy)
     if busy:
@@ -399,27 +427,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.exit(f"unknown driver {what}")
         driver_nnunet_train(json.loads(spec))
         return 0
+    with_nnunet = args.only == "both"
     venv = args.nnunet_venv.expanduser().absolute()
-    install_s = ensure_nnunet_venv(venv, "torch==2.13.0", "nnunetv2")
+    install_s = ensure_nnunet_venv(venv, "torch==2.13.0", "nnunetv2") if with_nnunet else None
     work = args.work.expanduser().absolute() if args.work else Path(tempfile.mkdtemp(prefix="xtlunet-predict-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        print(f"setting up in {work}: brain-ms example ({args.cases} cases), xtlunet and nnU-Net plans ...", flush=True)
-        setup = prepare(work, args.cases, args.seed, args.np, venv, args.patch, args.match_spacing,
-                        args.gpu_memory_gb, demo_plan=False)
+        print(f"setting up in {work}: brain-ms example ({args.cases} cases), xtlunet"
+              f"{' and nnU-Net' if with_nnunet else ''} plans ...", flush=True)
+        setup = prepare(work, args.cases, args.seed, args.np, venv if with_nnunet else None, args.patch,
+                        args.match_spacing, args.gpu_memory_gb, demo_plan=False)
         if not setup.spacing_matched:
             print("WARNING: the tools planned different target spacings; they predict different numbers of windows",
                   flush=True)
         start = time.perf_counter()
-        train_s = train_models(setup, args.train_iters, args.threads, args.timeout)
+        train_s = train_models(setup, args.train_iters, args.threads, args.timeout, args.device)
         setup.setup_s.update({f"{t} training": s for t, s in train_s.items()})
         print("  " + ", ".join(f"{k} {v:.1f} s" for k, v in setup.setup_s.items())
               + f" (training total {time.perf_counter() - start:.0f} s)", flush=True)
         in_dir, labels, ids = test_input(setup, args.copies)
         windows = windows_per_case(setup)
-        runners = make_runners(args.xtlunet_options)
+        runners = make_runners(args.xtlunet_options, with_nnunet)
         for r in runners:
-            cmd = predict_command(setup, r, in_dir, Path("OUT"), True, args.step_size, args.npp)
+            cmd = predict_command(setup, r, in_dir, Path("OUT"), True, args.step_size, args.npp, args.device)
             print(f"{r.label}: {' '.join(cmd)} [{'--disable_tta' if r.tool == NNUNET else '--no-tta'} without TTA]",
                   flush=True)
         runs: list[PredictRun] = []
@@ -430,10 +460,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for r in (r for r in runners if r.runs(tta)):
                     outs[(r.label, tta)] = measure(setup, r, tta, in_dir, ids, args, runs)
                     checks[(r.label, tta)] = check_predictions(outs[(r.label, tta)], in_dir, labels, ids)
-        first = runners[1].label
+        first = next(r.label for r in runners if r.tool == XTLUNET)
         agreement = {(label, tta): label_agreement(outs[(first, tta)], out, ids) for (label, tta), out in outs.items()
                      if label not in (NNUNET, first) and (first, tta) in outs}
-        summary = report(setup, runs, checks, len(ids), windows, runners, agreement)
+        summary = report(setup, runs, checks, len(ids), windows, runners, agreement, args.device)
         if args.json:
             doc = {"dataset": DATASET_NAME, "cases": args.cases, "test_cases": ids, "configuration": CONFIGURATION,
                    "patch": setup.patch, "batch_size": setup.batch_size, "architecture": setup.arch,
@@ -441,10 +471,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "planned_patch": setup.planned_patch, "windows": windows, "step_size": args.step_size,
                    "npp": args.npp, "threads": args.threads, "repeats": args.repeats,
                    "train_iters": args.train_iters, "setup_s": setup.setup_s, "nnunet_install_s": install_s,
-                   "versions": {NNUNET: package_version(venv_python(venv), "nnunetv2"),
+                   "device": args.device,
+                   "versions": {**({NNUNET: package_version(venv_python(venv), "nnunetv2")} if with_nnunet else {}),
                                 XTLUNET: package_version(sys.executable, "xtlunet")},
-                   "commands": {r.label: predict_command(setup, r, in_dir, Path("OUT"), True, args.step_size, args.npp)
-                                for r in runners},
+                   "commands": {r.label: predict_command(setup, r, in_dir, Path("OUT"), True, args.step_size, args.npp,
+                                                         args.device) for r in runners},
                    "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                "platform": platform.platform()}, **summary}
             write_results(args.json, doc)

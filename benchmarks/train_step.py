@@ -7,11 +7,16 @@ drivers: nnU-Net's own trainer (initialize() + train_step(), in nnU-Net's venv) 
 ArchitectureDescription with the same values, with xtlunet's loss, optimiser and step. xtlunet's own small demo plan
 (--gpu-memory-gb 0.2) is timed too, for reference.
 
+`--only xtlunet` needs no nnU-Net (no venv, no nnU-Net plan): xtlunet's own plan is timed, with --patch (or `plan`).
+`--device cuda` times xtlunet's step on the GPU once per `--variant` (bf16 or fp32 autocast, channels-last layout,
+torch.compile), e.g. `--only xtlunet --device cuda --patch plan`.
+
 The same file is the driver: `--_driver nnunet|xtlunet SPEC_JSON` runs one timing inside the measured process.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -41,6 +46,8 @@ DEMO_GPU_GB = 0.2
 DEFAULT_PATCH = (32, 48, 48)
 XTLUNET_DEMO = "xtlunet (own demo plan)"
 RESULT_TAG = "TRAIN_STEP_RESULT "
+VARIANT_TOKENS = ("bf16", "fp32", "cl", "compile")   # --variant: autocast dtype, channels-last, torch.compile
+CUDA_VARIANTS = ("fp32", "bf16", "bf16+cl", "bf16+cl+compile")   # the default --variant set with --device cuda
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -55,7 +62,7 @@ class Setup:
     raw: Path
     outs: dict[str, Path]
     envs: dict[str, dict[str, str]]
-    venv: Path
+    venv: Path | None                 # None: xtlunet alone (no nnU-Net; its entries below repeat xtlunet's)
     nnunet_plans: str                 # nnU-Net's plans identifier as planned (nnUNetPlans)
     bench_plans: dict[str, str]       # tool -> plans name of the bench plans (same patch and topology)
     patch: list[int]
@@ -68,6 +75,11 @@ class Setup:
     in_channels: int
     setup_s: dict[str, float] = field(default_factory=dict)
     demo_arch: dict[str, Any] | None = None  # architecture of xtlunet's demo plan, when planned
+
+    @property
+    def with_nnunet(self) -> bool:
+        """Whether nnU-Net was set up (planned, with its venv)."""
+        return self.venv is not None
 
     def preprocessed(self, tool: str) -> Path:
         """The tool's preprocessed folder of the dataset."""
@@ -110,17 +122,19 @@ def check_patch(patch: Sequence[int], strides: Sequence[Sequence[int]]) -> None:
         sys.exit(f"--patch {list(patch)} must be divisible by the plan's total stride {total} on every axis")
 
 
-def prepare(work: Path, cases: int, seed: int, np_workers: int, venv: Path, patch: Sequence[int] | None,
+def prepare(work: Path, cases: int, seed: int, np_workers: int, venv: Path | None, patch: Sequence[int] | None,
             match_spacing: bool, gpu_memory_gb: float, demo_plan: bool) -> Setup:
     """Write the dataset; plan and preprocess with both tools; write the bench plans of both with one patch.
 
     xtlunet plans first; nnU-Net then plans with xtlunet's 3d_fullres spacing (-overwrite_target_spacing) when
     `match_spacing`. The bench plans copy nnU-Net's 3d_fullres (patch `patch`, or nnU-Net's own when None) for
     nnU-Net, and xtlunet's plans with that patch, batch size and topology for xtlunet; both keep their
-    data_identifier, so the preprocessed data is reused.
+    data_identifier, so the preprocessed data is reused. `venv` None: xtlunet alone (own_plan_setup).
     """
     raw = work / "raw"
     outs = {NNUNET: work / "nnunet", XTLUNET: work / "xtlunet"}
+    if venv is None:
+        del outs[NNUNET]
     envs = {t: tool_env(t, raw, outs[t], np_workers, None, venv) for t in outs}
     times: dict[str, float] = {}
     fresh(raw)
@@ -134,16 +148,18 @@ def prepare(work: Path, cases: int, seed: int, np_workers: int, venv: Path, patc
     xt_pre = outs[XTLUNET] / "preprocessed" / DATASET_NAME
     xt_plans = json.loads((xt_pre / "xtlunetPlans.json").read_text())
     xt_conf = xt_plans["configurations"][CONFIGURATION]
+    if demo_plan:
+        demo_cmd = [sys.executable, "-m", "xtlunet", "-q", "plan-and-preprocess", "-d", str(DATASET_ID), "-c",
+                    CONFIGURATION, "--gpu-memory-gb", f"{DEMO_GPU_GB:g}", "--plans-name", DEMO_PLANS, "--no-pp"]
+        times["xtlunet demo plan"] = run_step(demo_cmd, envs[XTLUNET], "xtlunet plan (demo)", work)
+    if venv is None:
+        return own_plan_setup(work, raw, outs, envs, patch, times)
     nn_cmd = [venv / "bin" / "nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", CONFIGURATION,
               "-np", str(np_workers), "-npfp", str(np_workers)]
     if match_spacing:
         nn_cmd += ["-overwrite_target_spacing",
                    *(repr(v) for v in raw_axis(xt_conf["spacing"], xt_plans["transpose_forward"]))]
     times["nnU-Net plan-and-preprocess"] = run_step(nn_cmd, envs[NNUNET], "nnUNetv2_plan_and_preprocess", work)
-    if demo_plan:
-        demo_cmd = [sys.executable, "-m", "xtlunet", "-q", "plan-and-preprocess", "-d", str(DATASET_ID), "-c",
-                    CONFIGURATION, "--gpu-memory-gb", f"{DEMO_GPU_GB:g}", "--plans-name", DEMO_PLANS, "--no-pp"]
-        times["xtlunet demo plan"] = run_step(demo_cmd, envs[XTLUNET], "xtlunet plan (demo)", work)
 
     nn_pre = outs[NNUNET] / "preprocessed" / DATASET_NAME
     nn_plans = json.loads((nn_pre / "nnUNetPlans.json").read_text())
@@ -177,6 +193,41 @@ def prepare(work: Path, cases: int, seed: int, np_workers: int, venv: Path, patc
                  {NNUNET: list(nn_plans["transpose_forward"]), XTLUNET: list(xt_plans["transpose_forward"])},
                  {NNUNET: list(nn_conf["patch_size"]), XTLUNET: list(xt_conf["patch_size"])},
                  len(set(dataset["labels"].values())), len(dataset["channel_names"]), times)
+
+
+def own_plan_setup(work: Path, raw: Path, outs: dict[str, Path], envs: dict[str, dict[str, str]],
+                   patch: Sequence[int] | None, times: dict[str, float]) -> Setup:
+    """The set-up of xtlunet alone (no nnU-Net, e.g. on a GPU machine without it): the bench plans are xtlunet's own
+    3d_fullres plan with the patch `patch` (None: as planned); nnU-Net's entries of the Setup repeat xtlunet's."""
+    from xtlunet.plans import Plans
+
+    pre = outs[XTLUNET] / "preprocessed" / DATASET_NAME
+    plans = Plans.load(pre / "xtlunetPlans.json")
+    conf = plans.configurations[CONFIGURATION]
+    planned, arch = list(conf.patch_size), dict(conf.architecture)
+    if patch is not None:
+        check_patch(patch, arch["strides"])
+        conf.patch_size = list(patch)
+        conf.notes = [*conf.notes, "benchmark: patch changed"]
+    plans.plans_name = "xtlunetPlans" + BENCH_SUFFIX
+    plans.save(pre / f"{plans.plans_name}.json")
+    dataset = json.loads((raw / DATASET_NAME / "dataset.json").read_text())
+    spacing, transpose = [float(v) for v in conf.spacing], list(plans.transpose_forward)
+    topology = {"features_per_stage": arch["widths"], "strides": arch["strides"], "kernel_sizes": arch["kernel_sizes"]}
+    return Setup(work, raw, outs, envs, None, "", {XTLUNET: plans.plans_name}, list(conf.patch_size),
+                 int(conf.batch_size), topology, {NNUNET: spacing, XTLUNET: spacing},
+                 {NNUNET: transpose, XTLUNET: transpose}, {NNUNET: planned, XTLUNET: planned},
+                 len(set(dataset["labels"].values())), len(dataset["channel_names"]), times)
+
+
+def parse_variant(text: str) -> dict[str, Any]:
+    """A --variant such as 'bf16+cl+compile' as driver options: precision, channels_last, compile."""
+    tokens = [t for t in text.split("+") if t]
+    unknown = [t for t in tokens if t not in VARIANT_TOKENS]
+    if unknown or ("bf16" in tokens and "fp32" in tokens):
+        raise ValueError(f"--variant {text!r}: give '+'-joined tokens of {', '.join(VARIANT_TOKENS)} (bf16 or fp32)")
+    return {"precision": "fp32" if "fp32" in tokens else "bf16", "channels_last": "cl" in tokens,
+            "compile": "compile" in tokens}
 
 
 def xtlunet_architecture(arch: dict[str, Any], in_channels: int) -> dict[str, Any]:
@@ -290,7 +341,8 @@ def driver_nnunet(spec: dict[str, Any]) -> None:
 
 def driver_xtlunet(spec: dict[str, Any]) -> None:
     """xtlunet's training step exactly as a fold runs it: ScratchTrainer's hooks on the bench plans (network, loss,
-    optimiser, poly schedule) and the one TrainStep (autocast, grad scaler, channels-last, clipping)."""
+    optimiser, poly schedule) and the one TrainStep (autocast, grad scaler, channels-last, clipping); on CUDA as the
+    spec's variant says (precision bf16 or fp32, channels_last, compile)."""
     import torch
 
     torch.set_num_threads(spec["threads"])
@@ -304,11 +356,13 @@ def driver_xtlunet(spec: dict[str, Any]) -> None:
     t0 = time.perf_counter()
     device = torch.device(spec.get("device", "cpu"))
     trainer = ScratchTrainer.for_plans(RunSpec(str(DATASET_ID), CONFIGURATION, 0), Plans.load(Path(spec["plans_file"])))
-    net = place_network(trainer.build_network(), device)
+    net = place_network(trainer.build_network(), device, spec.get("channels_last", True))
     net.train()
     loss_fn = trainer.loss(net).to(device)
     opt = trainer.optimizer(net)
-    train_step = TrainStep(net, loss_fn, opt, device, trainer.grad_clip)
+    train_step = TrainStep(torch.compile(net) if spec.get("compile") else net, loss_fn, opt, device, trainer.grad_clip)
+    if spec.get("precision") == "fp32":   # no autocast (CUDA's default is bf16)
+        train_step.autocast = contextlib.nullcontext()
     schedule = trainer.schedule()
     build_s = time.perf_counter() - t0
     patch, batch = list(trainer.conf.patch_size), int(trainer.conf.batch_size)
@@ -335,7 +389,8 @@ def driver_xtlunet(spec: dict[str, Any]) -> None:
     _report({"tool": "xtlunet", "times": times, "build_s": build_s, "patch": patch, "batch": batch,
              "parameters": sum(p.numel() for p in net.parameters()), "outputs": len(targets),
              "threads": torch.get_num_threads(), "loss_first": losses[0], "loss_last": losses[-1],
-             "torch": torch.__version__})
+             "torch": torch.__version__,
+             "gpu_peak_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None})
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -365,6 +420,7 @@ class StepRun:
     timed_usage: dict[str, float]   # user_s, sys_s, minor_faults of the timed iterations
     other_cpu: list[float]          # per timed iteration: CPU seconds other processes used meanwhile
     command: list[str]
+    gpu_peak_bytes: int | None = None   # torch.cuda.max_memory_allocated of a CUDA run
 
     @property
     def clean_times(self) -> list[float]:
@@ -393,12 +449,13 @@ def run_driver(label: str, python: Path | str, tool: str, spec: dict[str, Any], 
     run = StepRun(label, r["times"], r["patch"], r["batch"], r["parameters"], r["outputs"], r["threads"],
                   r["build_s"], m.wall_s, m.peak_rss_bytes, m.peak_pss_bytes, r["ru_maxrss_bytes"], m.other_cpu_s,
                   contended(m), r["loss_first"], r["loss_last"], r["timed_usage"], r["other_cpu"],
-                  cmd[:4] + ["SPEC"])
+                  cmd[:4] + ["SPEC"], r.get("gpu_peak_bytes"))
     print(f"  {label:<26} median {run.median_s:7.3f} s/it over {len(run.clean_times)}/{len(run.times)} undisturbed "
           f"iterations (all: min {min(run.times):.3f}, max {max(run.times):.3f}), "
           f"peak RSS {run.peak_rss_bytes / MB:6.0f} MB, timed: user {run.timed_usage['user_s']:.1f} s, "
           f"sys {run.timed_usage['sys_s']:.1f} s, {run.timed_usage['minor_faults'] / len(run.times):,.0f} "
           "page faults/it"
+          + (f", GPU peak {run.gpu_peak_bytes / MB:.0f} MB" if run.gpu_peak_bytes else "")
           + (f"  [busy machine: other processes used {run.other_cpu_s:.1f} CPU-s]" if run.contended else ""),
           flush=True)
     return run
@@ -425,9 +482,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help=f"skip timing xtlunet on its own --gpu-memory-gb {DEMO_GPU_GB:g} plan")
     p.add_argument("--only", choices=("both", "nnunet", "xtlunet"), default="both", help="which tools to time (both)")
     p.add_argument("--profile", action="store_true", help="print torch.profiler's table of xtlunet's timed steps")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device of xtlunet's step (cpu); cuda "
+                   "needs --only xtlunet (nnU-Net's driver runs on the CPU)")
+    p.add_argument("--variant", action="append", default=None, metavar="TOKENS",
+                   help="time xtlunet once per variant: '+'-joined tokens of bf16|fp32 (autocast on CUDA), cl "
+                        "(channels-last layout), compile (torch.compile); repeatable (default: the plain step on the "
+                        f"CPU, {' '.join(CUDA_VARIANTS)} on CUDA)")
     add_common_arguments(p, HERE / ".venv-nnunet", BUSY_FRACTION, "TOOL")
     args = p.parse_args(argv)
     if args._driver is None:
+        if args.device == "cuda" and args.only != "xtlunet":
+            p.error("--device cuda needs --only xtlunet")
+        args.variant = args.variant or (list(CUDA_VARIANTS) if args.device == "cuda" else [""])
+        for v in args.variant:
+            try:
+                parse_variant(v)
+            except ValueError as exc:
+                p.error(str(exc))
         args.patch = parse_patch(p, args.patch)
         for name in ("iters", "repeats", "threads", "cases", "np"):
             if getattr(args, name) < 1:
@@ -439,8 +510,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def report(setup: Setup, runs: dict[str, list[StepRun]], args: argparse.Namespace) -> dict[str, Any]:
     """Print the table and the ratio; return the summary for the JSON file."""
-    print(f"\n{CONFIGURATION} training step on the CPU ({args.threads} threads, {args.iters} timed iterations after "
-          f"{args.warmup} warm-up, data loading excluded; forward + deep-supervised Dice+CE + backward + clip + SGD)")
+    print(f"\n{CONFIGURATION} training step on the {args.device.upper()} ({args.threads} threads, {args.iters} timed "
+          f"iterations after {args.warmup} warm-up, data loading excluded; forward + deep-supervised Dice+CE + "
+          "backward + clip + SGD)")
     head = (f"{'tool':<26} {'patch':<10} {'batch':>5} {'params':>9} {'s/it':>8} {'min s':>7} {'clean':>7} "
             f"{'peak RSS MB':>12} {'peak PSS MB':>12}")
     print(f"{head}\n{'-' * len(head)}")
@@ -481,12 +553,17 @@ def report(setup: Setup, runs: dict[str, list[StepRun]], args: argparse.Namespac
           f"{BUSY_FRACTION:g} cores meanwhile; clean = how many were), * = none was, so the median is over all of "
           "them and not reliable; min s = the fastest iteration; peak RSS/PSS = the whole driver process: "
           "interpreter, torch, network, optimiser state, activations)")
-    print(f"\nplans: xtlunet spacing {fmt_axes(setup.spacing[XTLUNET])}, nnU-Net spacing "
-          f"{fmt_axes(setup.spacing[NNUNET])} ({'matched' if setup.spacing_matched else 'NOT matched'}); "
-          f"planned patch nnU-Net {fmt_axes(setup.planned_patch[NNUNET])}, xtlunet "
-          f"{fmt_axes(setup.planned_patch[XTLUNET])}; timed patch {fmt_axes(setup.patch)} with nnU-Net's topology "
-          f"(features {setup.arch['features_per_stage']}, strides {setup.arch['strides']}, kernels "
-          f"{setup.arch['kernel_sizes']}, batch {setup.batch_size})")
+    if not setup.with_nnunet:
+        print(f"\nplan: xtlunet's own 3d_fullres, spacing {fmt_axes(setup.spacing[XTLUNET])}, planned patch "
+              f"{fmt_axes(setup.planned_patch[XTLUNET])}, timed patch {fmt_axes(setup.patch)} (features "
+              f"{setup.arch['features_per_stage']}, strides {setup.arch['strides']}, batch {setup.batch_size})")
+    else:
+        print(f"\nplans: xtlunet spacing {fmt_axes(setup.spacing[XTLUNET])}, nnU-Net spacing "
+              f"{fmt_axes(setup.spacing[NNUNET])} ({'matched' if setup.spacing_matched else 'NOT matched'}); "
+              f"planned patch nnU-Net {fmt_axes(setup.planned_patch[NNUNET])}, xtlunet "
+              f"{fmt_axes(setup.planned_patch[XTLUNET])}; timed patch {fmt_axes(setup.patch)} with nnU-Net's topology "
+              f"(features {setup.arch['features_per_stage']}, strides {setup.arch['strides']}, kernels "
+              f"{setup.arch['kernel_sizes']}, batch {setup.batch_size})")
     if XTLUNET_DEMO in first:
         demo = setup.demo_arch or {}
         print(f"{XTLUNET_DEMO}: xtlunet's 3d_fullres plan for --gpu-memory-gb {DEMO_GPU_GB:g} (patch "
@@ -514,34 +591,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         tool, spec = args._driver
         (driver_nnunet if tool == "nnunet" else driver_xtlunet)(json.loads(spec))
         return 0
+    with_nnunet = args.only != "xtlunet"
     venv = args.nnunet_venv.expanduser().absolute()
-    install_s = ensure_nnunet_venv(venv, "torch==2.13.0", "nnunetv2")
+    install_s = ensure_nnunet_venv(venv, "torch==2.13.0", "nnunetv2") if with_nnunet else None
     work = args.work.expanduser().absolute() if args.work else Path(tempfile.mkdtemp(prefix="xtlunet-trainstep-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        print(f"setting up in {work}: brain-ms example ({args.cases} cases), xtlunet and nnU-Net plans ...", flush=True)
-        setup = prepare(work, args.cases, args.seed, args.np, venv, args.patch, args.match_spacing,
-                        args.gpu_memory_gb, args.demo)
+        print(f"setting up in {work}: brain-ms example ({args.cases} cases), xtlunet"
+              f"{' and nnU-Net' if with_nnunet else ''} plans ...", flush=True)
+        setup = prepare(work, args.cases, args.seed, args.np, venv if with_nnunet else None, args.patch,
+                        args.match_spacing, args.gpu_memory_gb, args.demo)
         print("  " + ", ".join(f"{k} {v:.1f} s" for k, v in setup.setup_s.items()), flush=True)
         common = {"iters": args.iters, "warmup": args.warmup, "threads": args.threads, "seed": args.seed}
         plans = {}
         from xtlunet.plans import Plans
 
         bench_file = setup.preprocessed(XTLUNET) / f"{setup.bench_plans[XTLUNET]}.json"
-        plans[XTLUNET] = {**common, "plans_file": str(bench_file), "profile": args.profile}
-        plans[NNUNET] = {**common, "plans": setup.bench_plans[NNUNET]}
+        plans[XTLUNET] = {**common, "plans_file": str(bench_file), "profile": args.profile, "device": args.device}
         jobs: list[tuple[str, Path | str, str, dict[str, Any], dict[str, str]]] = []
         if args.only in ("both", "nnunet"):
+            plans[NNUNET] = {**common, "plans": setup.bench_plans[NNUNET]}
             jobs.append((NNUNET, venv_python(venv), "nnunet", plans[NNUNET], threads_env(setup.envs[NNUNET],
                                                                                          args.threads)))
         if args.only in ("both", "xtlunet"):
-            jobs.append((XTLUNET, sys.executable, "xtlunet", plans[XTLUNET], threads_env(setup.envs[XTLUNET],
+            for variant in args.variant:   # "" on the CPU by default: the plain step, labelled "xtlunet"
+                jobs.append((f"{XTLUNET} {variant}".strip(), sys.executable, "xtlunet",
+                             {**plans[XTLUNET], **parse_variant(variant)}, threads_env(setup.envs[XTLUNET],
                                                                                        args.threads)))
         if args.demo and args.only in ("both", "xtlunet"):
             demo = Plans.load(setup.preprocessed(XTLUNET) / f"{DEMO_PLANS}.json").configurations[CONFIGURATION]
             setup.demo_arch = demo.architecture
             jobs.append((XTLUNET_DEMO, sys.executable, "xtlunet",
-                         {**common, "plans_file": str(setup.preprocessed(XTLUNET) / f"{DEMO_PLANS}.json")},
+                         {**common, "plans_file": str(setup.preprocessed(XTLUNET) / f"{DEMO_PLANS}.json"),
+                          "device": args.device, **parse_variant(args.variant[0])},
                          threads_env(setup.envs[XTLUNET], args.threads)))
         runs: dict[str, list[StepRun]] = {label: [] for label, *_ in jobs}
         for _ in range(args.repeats):
@@ -554,8 +636,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "spacing": setup.spacing, "spacing_matched": setup.spacing_matched,
                    "planned_patch": setup.planned_patch, "iters": args.iters, "warmup": args.warmup,
                    "threads": args.threads, "repeats": args.repeats, "setup_s": setup.setup_s,
-                   "nnunet_install_s": install_s,
-                   "versions": {NNUNET: package_version(venv_python(venv), "nnunetv2"),
+                   "nnunet_install_s": install_s, "device": args.device, "variants": args.variant,
+                   "versions": {**({NNUNET: package_version(venv_python(venv), "nnunetv2")} if with_nnunet else {}),
                                 XTLUNET: package_version(sys.executable, "xtlunet")},
                    "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                "platform": platform.platform()}, **summary}

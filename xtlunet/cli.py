@@ -220,7 +220,8 @@ def _cmd_predict(a: argparse.Namespace) -> None:
     opts = PredictOptions(step=a.step_size, batch_windows=a.batch_windows, tta=not a.no_tta,
                           save_probabilities=a.save_probabilities, num_workers=a.npp, overwrite=a.overwrite,
                           device=device, findings=Path(a.findings) if a.findings else None, part=part,
-                          precision=a.precision, tta_axes=a.tta_axes, empty_windows=a.empty_windows)
+                          precision=a.precision, tta_axes=a.tta_axes, empty_windows=a.empty_windows,
+                          overlap=not a.no_overlap, compile=a.compile, channels_last=not a.no_channels_last)
     res = predict_folder(Path(a.i), Path(a.o), model, opts)
     of_part = "" if part.is_whole else f"of {part.label} "
     print(f"{plural(len(res.written), 'case')} {of_part}predicted with {noun(len(model.folds), 'fold')} "
@@ -259,8 +260,15 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-windows", type=positive_int, default=None, help="windows per forward pass (default: "
                    "chosen from the free memory, at most 8 and at most the case's windows)")
     p.add_argument("--save-probabilities", action="store_true", help="also write CASE.npz with probabilities")
-    p.add_argument("-npp", type=positive_int, default=1, help="processes preprocessing ahead")
+    p.add_argument("-npp", type=positive_int, default=1, help="processes preprocessing ahead (1: a thread reads the "
+                   "next case while the network runs)")
+    p.add_argument("--no-overlap", action="store_true", help="one stage after another: no reading ahead, no export "
+                   "while the network runs the next case (same outputs, slower)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--compile", action="store_true", help="torch.compile the networks (one window batch shape: "
+                   "the last batch of a case is padded; pays off on a GPU over many cases)")
+    p.add_argument("--no-channels-last", action="store_true", help="CUDA: keep the networks and windows in the "
+                   "default memory layout instead of channels-last (channels_last_3d for 3D)")
     p.add_argument("--findings", default=None, help="classification: CSV of the findings to classify")
     p.add_argument("--overwrite", action="store_true", help="redo cases already predicted")
     p.add_argument("--qc", nargs="?", const="", default=None, type=qc_reference, metavar="LABELS",

@@ -1,10 +1,17 @@
-"""Predict a folder of new cases (named as imagesTs): preprocess as planned, fold ensemble, export."""
+"""Predict a folder of new cases (named as imagesTs): preprocess as planned, fold ensemble, export.
+
+Segmentation overlaps its stages (`PredictOptions.overlap`): while the network runs case i, case i+1 is read and
+preprocessed (in a thread, or in the -npp processes) and case i−1 is exported (resampled and written) in a thread;
+exporting releases the GIL (scipy, numpy, SimpleITK). One export is in flight at a time; the outputs are those of
+the sequential order, byte for byte.
+"""
 from __future__ import annotations
 
 import logging
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -16,14 +23,18 @@ from xtlunet.dataset.spec import Case, channel_of, discover_cases, ending_proble
 from xtlunet.errors import XtlunetError, plural
 from xtlunet.inference.export import export_prediction
 from xtlunet.inference.models import TrainedModel
-from xtlunet.inference.predict import inference_choices, predict_case
+from xtlunet.inference.mirroring import mirror_combinations
+from xtlunet.inference.predict import MAX_AUTO_BATCH, auto_batch_windows, inference_choices, predict_case
 from xtlunet.inference.roi import roi_probabilities
+from xtlunet.inference.sliding_window import inference_network
 from xtlunet.preprocessing.case import preprocess_loaded
 from xtlunet.utils.atomic import write_csv
-from xtlunet.utils.parallel import imap_cases
+from xtlunet.utils.device import Precision
+from xtlunet.utils.parallel import OneAtATime, imap_cases, read_ahead
 from xtlunet.utils.sharding import WHOLE, Part, output_lock, write_part_table
 
 log = logging.getLogger("xtlunet")
+CASE_FAILURES = (XtlunetError, OSError, RuntimeError, ValueError)   # a case that fails so is reported, the rest go on
 
 
 @dataclass
@@ -42,6 +53,9 @@ class PredictOptions:
     precision: str = "auto"             # auto | fp32 | bf16 (utils/device.resolve_precision)
     tta_axes: tuple[int, ...] | None = None   # a subset of the trained mirror axes; None: all of them
     empty_windows: str = "reuse"        # reuse | skip | run (inference/sliding_window.py)
+    overlap: bool = True                # read ahead and export behind the network (False: one stage after another)
+    compile: bool = False               # torch.compile the networks (one fixed window batch shape)
+    channels_last: bool = True          # channels-last layout of networks and windows on CUDA
 
 
 @dataclass
@@ -162,24 +176,65 @@ def _predict_cases(cases: list[Case], out_dir: Path, model: TrainedModel, opts: 
     todo = [c for c in mine if opts.overwrite or not (out_dir / f"{c.case_id}{ending}").is_file()]
     result.skipped = [c.case_id for c in mine if c not in todo]
     axes, precision = inference_choices(model, opts)
-    for case, item in progress_bar(_preprocessed(todo, model, {}, opts.num_workers), total=len(todo),
-                                   desc="predict", unit="case"):
+    nets, batch_windows = _networks(model, opts, axes, precision)
+    items = _preprocessed(todo, model, {}, opts.num_workers)
+    if opts.overlap and opts.num_workers <= 1:   # -npp > 1: its processes already preprocess ahead
+        items = read_ahead(items)
+    exports: OneAtATime[str] = OneAtATime(opts.overlap, "xtlunet-export")
+    with closing(items), progress_bar(total=len(todo), desc="predict", unit="case") as bar:
         try:
-            if isinstance(item, Exception):
-                raise item
-            data, props = item
-            if model.previous is not None:   # a cascade: the lowres model's labels become extra input channels
-                from xtlunet.cascade.chain import with_previous_stage
-
-                data = with_previous_stage(model, case, data, props, opts)
-            logits = predict_case(model.nets, data, model.conf, model.plans, opts.step, opts.batch_windows, axes,
-                                  opts.device, precision=precision, empty_windows=opts.empty_windows)
-            export_prediction(logits, props, model.plans, out_dir / f"{case.case_id}{ending}", opts.save_probabilities)
-            result.written.append(case.case_id)
-        except (XtlunetError, OSError, RuntimeError, ValueError) as exc:
-            result.failed[case.case_id] = exc.one_line() if isinstance(exc, XtlunetError) else str(exc).splitlines()[0]
-            log.error("case %s failed: %s", case.case_id, result.failed[case.case_id])
+            for case, item in items:
+                try:
+                    logits, props = _forward(case, item, model, nets, opts, axes, precision, batch_windows)
+                except CASE_FAILURES as exc:
+                    _record([(case.case_id, exc)], result, bar)
+                    continue
+                _record(exports.submit(case.case_id, export_prediction, logits, props, model.plans,
+                                       out_dir / f"{case.case_id}{ending}", opts.save_probabilities), result, bar)
+            _record(exports.finish(), result, bar)
+        finally:   # also on Ctrl-C: the export in flight ends (its files appear whole) before the lock is released
+            exports.close()
     return result
+
+
+def _networks(model: TrainedModel, opts: PredictOptions, axes: Sequence[int],
+              precision: Precision) -> tuple[list[Any], int | None]:
+    """The fold networks as prediction runs them (layout, compile) and the windows per pass: with --compile and no
+    --batch-windows, chosen once for a full batch, so every case has the one shape that was compiled."""
+    nets = [inference_network(n, opts.device, opts.channels_last, opts.compile) for n in model.nets]
+    if not opts.compile or opts.batch_windows is not None:
+        return nets, opts.batch_windows
+    flips = len(mirror_combinations(axes))
+    return nets, auto_batch_windows(model.conf, MAX_AUTO_BATCH, flips, opts.device, precision)
+
+
+def _forward(case: Case, item: Any, model: TrainedModel, nets: list[Any], opts: PredictOptions, axes: Sequence[int],
+             precision: Precision, batch_windows: int | None) -> tuple[np.ndarray, dict[str, Any]]:
+    """The fold-averaged logits and the properties of a preprocessed case (its preprocessing failure raised here)."""
+    if isinstance(item, Exception):
+        raise item
+    data, props = item
+    if model.previous is not None:   # a cascade: the lowres model's labels become extra input channels
+        from xtlunet.cascade.chain import with_previous_stage
+
+        data = with_previous_stage(model, case, data, props, opts)
+    logits = predict_case(nets, data, model.conf, model.plans, opts.step, batch_windows, axes, opts.device,
+                          precision=precision, empty_windows=opts.empty_windows)
+    return logits, props
+
+
+def _record(done: list[tuple[str, Any]], result: PredictResult, bar: Any) -> None:
+    """Count finished cases: written, or failed with the one-line reason (an unexpected error is raised)."""
+    for case_id, outcome in done:
+        if isinstance(outcome, BaseException):
+            if not isinstance(outcome, CASE_FAILURES):
+                raise outcome
+            result.failed[case_id] = (outcome.one_line() if isinstance(outcome, XtlunetError)
+                                      else str(outcome).splitlines()[0])
+            log.error("case %s failed: %s", case_id, result.failed[case_id])
+        else:
+            result.written.append(case_id)
+        bar.update()
 
 
 def check_writable(out_dir: Path) -> None:

@@ -1,4 +1,10 @@
-"""Sliding-window prediction with Gaussian weighting and mirroring TTA (2D, 3D, and 2D nets slice by slice)."""
+"""Sliding-window prediction with Gaussian weighting and mirroring TTA (2D, 3D, and 2D nets slice by slice).
+
+On CUDA the volume is copied to the GPU once, from page-locked memory without blocking the host, and the windows are
+cut there; `inference_network` puts a network into channels-last layout (channels_last_3d for 3D) and, when asked,
+torch.compile's it, and a compiled network gets every batch padded to `batch_windows` windows (one shape: one
+compilation; the padding's outputs are dropped).
+"""
 from __future__ import annotations
 
 import itertools
@@ -17,6 +23,7 @@ from xtlunet.utils.device import Precision
 from xtlunet.utils.device import autocast as mixed_precision
 
 Slicer = tuple[slice, ...]
+CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}   # by tensor rank: 2D and 3D batches
 EmptyKey = tuple[float, ...]            # the per-channel value of a window whose input is constant
 EMPTY_WINDOWS = ("reuse", "skip", "run")
 SKIP_TOLERANCE = 1e-3   # 'skip': |input| at most this (normalised units) counts as zero (resampling rings near edges)
@@ -124,6 +131,46 @@ def _chunks(keys: list[EmptyKey | None], size: int) -> Iterator[range]:
         yield range(start, len(keys))
 
 
+def inference_network(net: nn.Module, device: torch.device | str, channels_last: bool = True,
+                      compile: bool = False) -> nn.Module:
+    """The network as prediction runs it: channels-last layout on CUDA (`channels_last`; the windows follow it),
+    torch.compile'd with static shapes (`compile`; predict_sliding_window then pads every batch to one size)."""
+    if channels_last and torch.device(device).type == "cuda":
+        dim = next((m.weight.ndim for m in net.modules() if isinstance(m, nn.modules.conv._ConvNd)), 0)
+        if dim in CHANNELS_LAST:
+            net = net.to(memory_format=CHANNELS_LAST[dim])
+    return torch.compile(net, dynamic=False) if compile else net
+
+
+def is_compiled(net: nn.Module) -> bool:
+    """Whether the network is a torch.compile wrapper."""
+    return hasattr(net, "_orig_mod")
+
+
+def network_memory_format(net: nn.Module) -> torch.memory_format:
+    """channels_last(_3d) when the network's convolution weights are in that layout, else contiguous_format (weights
+    that are both, e.g. of one input channel, do not decide)."""
+    for m in net.modules():
+        if isinstance(m, nn.modules.conv._ConvNd) and m.weight.ndim in CHANNELS_LAST and not m.weight.is_contiguous():
+            fmt = CHANNELS_LAST[m.weight.ndim]
+            return fmt if m.weight.is_contiguous(memory_format=fmt) else torch.contiguous_format
+    return torch.contiguous_format
+
+
+def pad_batch(x: torch.Tensor, size: int) -> torch.Tensor:
+    """A batch (B, …) with zero samples appended up to `size` (as it is when B ≥ size)."""
+    if x.shape[0] >= size:
+        return x
+    return torch.cat([x, x.new_zeros((size - x.shape[0], *x.shape[1:]))])
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """t on the device; to CUDA from page-locked memory without blocking the host (the stream orders later use)."""
+    if device.type != "cuda" or t.device.type != "cpu":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def _check_output(out: torch.Tensor, num_outputs: int, patch_size: Sequence[int]) -> None:
     """Refuse network outputs whose class count or spatial size do not match the plan."""
     if out.shape[1] != num_outputs or tuple(out.shape[2:]) != tuple(patch_size):
@@ -136,7 +183,8 @@ def predict_sliding_window(net: nn.Module, data: torch.Tensor | np.ndarray, patc
                            num_outputs: int, step: float = 0.5, batch_windows: int = 4,
                            mirror_axes: Sequence[int] = (), device: torch.device | str = "cpu",
                            use_gaussian: bool = True, precision: Precision | None = None,
-                           empty_windows: str = "reuse", progress: bool = False) -> torch.Tensor:
+                           empty_windows: str = "reuse", progress: bool = False,
+                           fixed_batch: bool | None = None) -> torch.Tensor:
     """Class logits (K, *spatial) float32 on the CPU for data (C, *spatial), nnU-Net style.
 
     Windows of `patch_size` overlap by 1 − step; their logits (averaged over the flips of `mirror_axes`,
@@ -148,7 +196,9 @@ def predict_sliding_window(net: nn.Module, data: torch.Tensor | np.ndarray, patc
     every channel (e.g. all zero outside the body) are 'reuse': run once per distinct input, the logits reused
     (exact); 'skip': when zero (within SKIP_TOLERANCE), not run at all, and voxels that no run window covers get
     certain background (UNCOVERED_LOGIT for every other class; this changes the output where the net would predict
-    foreground there, or near their edges); 'run': all are run.
+    foreground there, or near their edges); 'run': all are run. `fixed_batch`: pad every batch to
+    `batch_windows` windows (zeros; their outputs dropped), so the network sees one input shape (None: when it is
+    compiled).
     """
     device = torch.device(device)
     data = torch.as_tensor(data, dtype=torch.float32)
@@ -166,7 +216,9 @@ def predict_sliding_window(net: nn.Module, data: torch.Tensor | np.ndarray, patc
     size = list(padded.shape[1:])
     slicers = _window_slicers(size, patch, step, slice_mode)
     keys = _window_keys(padded, slicers, empty_windows)
-    padded = padded.to(device)
+    padded = to_device(padded, device)
+    fixed = is_compiled(net) if fixed_batch is None else fixed_batch
+    layout = network_memory_format(net) if device.type == "cuda" else torch.contiguous_format
     weight = (gaussian_importance_map(patch_size) if use_gaussian else torch.ones(tuple(patch_size))).to(device)
     weight = weight.reshape(patch)
     logits = torch.zeros((num_outputs, *size), dtype=torch.float32, device=device)
@@ -176,8 +228,10 @@ def predict_sliding_window(net: nn.Module, data: torch.Tensor | np.ndarray, patc
     def forward(batch: list[Slicer]) -> torch.Tensor:
         """fp32 logits (B, K, *patch) of the windows `batch`, mirror-averaged."""
         x = torch.stack([padded[(slice(None), *s)] for s in batch])
+        x = x[:, :, 0] if slice_mode else x
+        x = pad_batch(x, batch_windows) if fixed else x
         with amp:
-            out = mirrored_logits(net, x[:, :, 0] if slice_mode else x, mirror_axes)
+            out = mirrored_logits(net, x.contiguous(memory_format=layout), mirror_axes)[:len(batch)]
         _check_output(out, num_outputs, patch_size)
         bar.update()
         return out.reshape(out.shape[0], num_outputs, *patch)

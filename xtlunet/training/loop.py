@@ -25,7 +25,7 @@ from xtlunet.training.optim import apply_schedule
 from xtlunet.training.parts import TrainingParts
 from xtlunet.training.progress import Progress
 from xtlunet.training.run_spec import RunSpec
-from xtlunet.training.step import TrainStep, place_network
+from xtlunet.training.step import TrainStep, device_batches, place_network
 from xtlunet.utils.console import progress_bar
 from xtlunet.utils.device import pick_device, seed_everything
 
@@ -122,10 +122,13 @@ class Loop:
                                   f"{noun(len(self.ctx.val_ids), 'case')}, device {self.device}, "
                                   f"{plural(self.dist.world, 'process', 'processes')}, "
                                   f"{plural(workers, 'augmentation worker')}")
+        stream = device_batches(batches, self.device, workers)
         try:
             for epoch in range(self.start_epoch, self.run.epochs):
-                self._epoch(epoch, batches)
+                self._epoch(epoch, stream)
         finally:
+            if stream is not batches:   # the reading-ahead thread first ends its fetch in flight
+                stream.close()
             if hasattr(batches, "_finish"):
                 batches._finish()
         if self.start_epoch < self.run.epochs or not (self.out / "checkpoint_final.pth").is_file():

@@ -2,16 +2,19 @@
 
 Autocast (bf16 on CUDA, fp16 + GradScaler where bf16 is missing, fp32 on CPU), channels-last memory
 layout on CUDA, gradients of frozen parameters dropped (they get no update, no momentum and no weight
-decay while frozen), gradient-norm clipping, then the optimiser step.
+decay while frozen), gradient-norm clipping, then the optimiser step. On CUDA a batch's input comes from
+page-locked memory (`pin_batch`), so the tasks' non_blocking copies to the GPU do not block the host.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from xtlunet.utils.device import autocast
+from xtlunet.utils.parallel import read_ahead
 
 
 def needs_grad_scaler(device: torch.device) -> bool:
@@ -28,6 +31,24 @@ def place_network(net: nn.Module, device: torch.device, channels_last: bool = Tr
         if fmt is not None:
             net = net.to(memory_format=fmt)
     return net
+
+
+def pin_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """On CUDA, the batch with its input array ("data") in page-locked memory (the tasks' `to_device` copies it with
+    non_blocking=True, which is asynchronous only from there); unchanged on any other device."""
+    if device.type != "cuda" or not isinstance(batch.get("data"), np.ndarray):
+        return batch
+    return {**batch, "data": torch.from_numpy(np.ascontiguousarray(batch["data"])).pin_memory().numpy()}
+
+
+def device_batches(batches: Iterator[dict[str, Any]], device: torch.device, workers: int) -> Iterator[dict[str, Any]]:
+    """The training batches for the step on `device`: on CUDA with background augmentation workers, the next batch is
+    fetched and pinned in a thread while the step runs (close the iterator at the end); else `batches` itself
+    (augmentation in this process draws from numpy's global generator, which validation seeds and restores: it must
+    not run beside it)."""
+    if device.type != "cuda" or workers <= 0:
+        return batches
+    return read_ahead(pin_batch(b, device) for b in batches)
 
 
 class TrainStep:
