@@ -7,6 +7,7 @@ with a ball of radius 1–8 voxels) and the removal of a random small connected 
 """
 from __future__ import annotations
 
+import abc
 from typing import Callable, Sequence
 
 import numpy as np
@@ -57,7 +58,7 @@ class PreviousStageToData(AbstractTransform):
         return previous_stage_to_data(batch, self.labels)
 
 
-class _PerLabelTransform(AbstractTransform):
+class _PerLabelTransform(AbstractTransform, abc.ABC):
     """Applied to a sample with probability p_per_sample, then to each of the last `n_labels` data channels (in
     random order) with probability p_per_label."""
 
@@ -76,9 +77,9 @@ class _PerLabelTransform(AbstractTransform):
                     self.apply(data[b], int(c), channels)
         return batch
 
+    @abc.abstractmethod
     def apply(self, sample: np.ndarray, channel: int, channels: list[int]) -> None:
-        """Change one one-hot channel of one sample (C, *spatial) in place."""
-        raise NotImplementedError
+        """Change one one-hot channel of one sample (C, *spatial) in place (each perturbation's own)."""
 
 
 class RandomBinaryOperator(_PerLabelTransform):
