@@ -57,7 +57,7 @@ def test_experiment_runs_every_arm_and_fold_on_one_plan_and_resumes(examples, ma
     changed = {p for p, t in stamps.items() if not p.exists() or p.stat().st_mtime_ns != t}
     assert changed == {folders[1] / "fold_0" / "checkpoint_final.pth"}
     assert (folders[0] / "fold_1" / "validation" / "summary.json").is_file()
-    assert "continuing from checkpoint_latest.pth at epoch 1" in (folders[0] / "fold_1" / "training_log.txt").read_text()
+    assert "continuing from checkpoint_final.pth at epoch 1" in (folders[0] / "fold_1" / "training_log.txt").read_text()
 
     # another transfer mode on the same plan would report the inflate folds as center: refused before training
     capsys.readouterr()

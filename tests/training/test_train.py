@@ -38,9 +38,10 @@ def _records(fold_dir: Path) -> list[dict]:
 def test_segmentation_fold_writes_every_file(trained_roots, capsys):
     assert main(["train", "501", "3d_fullres", "0", *SHORT]) == 0
     fold = _fold_dir(trained_roots, "Dataset501_BrainMS", "ScratchTrainer", "xtlunetPlans", "3d_fullres", "0")
-    for name in ("checkpoint_latest.pth", "checkpoint_best.pth", "checkpoint_final.pth", "training_log.txt",
-                 "progress.png", "validation/summary.json"):
+    for name in ("checkpoint_best.pth", "checkpoint_final.pth", "training_log.txt", "progress.png",
+                 "validation/summary.json"):
         assert (fold / name).is_file(), name
+    assert not (fold / "checkpoint_latest.pth").exists()   # superseded by checkpoint_final once the fold is done
     log = (fold / "training_log.txt").read_text()
     assert "epoch 0:" in log and "epoch 1:" in log and "pseudo_dice" in log and "final validation" in log
     ck = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=True)

@@ -133,6 +133,8 @@ class Loop:
                 batches._finish()
         if self.start_epoch < self.run.epochs or not (self.out / "checkpoint_final.pth").is_file():
             self._save("checkpoint_final.pth", self.run.epochs)   # not rewritten when resumed from a finished run
+        if self.dist.is_main:   # the final checkpoint supersedes it (as nnU-Net): one full copy less per fold
+            (self.out / "checkpoint_latest.pth").unlink(missing_ok=True)
         distributed.barrier(self.dist)   # the last collective: rank 0 alone validates afterwards, nobody waits on it
         return self.net
 
