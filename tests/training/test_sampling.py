@@ -31,13 +31,29 @@ def test_random_patches_lie_inside_the_image(shape, patch, extract):
 
 
 @pytest.mark.parametrize("shape, patch, extract", SHAPES)
-def test_forced_patches_are_clipped_the_same_way_and_keep_the_voxel(shape, patch, extract):
+def test_forced_patches_keep_the_voxel_and_are_clipped_at_the_lower_bound_only(shape, patch, extract):
     rng = np.random.default_rng(1)
+    e, p = np.asarray(extract), np.asarray(patch)
+    floor = box_start(shape, extract, patch, [0] * len(shape))          # the lower bound itself
     for _ in range(500):
-        voxel = [rng.integers(0, n) for n in shape]
-        lo, hi = _central_patch(box_start(shape, extract, patch, voxel), extract, patch)
-        assert (lo >= 0).all() and (hi <= np.asarray(shape)).all()
-        assert (lo <= np.asarray(voxel)).all() and (np.asarray(voxel) < hi).all()
+        voxel = np.array([rng.integers(0, n) for n in shape])
+        start = box_start(shape, extract, patch, voxel)
+        lo, hi = _central_patch(start, extract, patch)
+        assert (lo <= voxel).all() and (voxel < hi).all()
+        assert (start >= floor).all()                                   # never further below than a random patch
+        # where the lower bound does not bite, the voxel is the box's centre (nnU-Net: voxel − extract // 2)
+        free = voxel - e // 2 > floor
+        assert (start[free] == (voxel - e // 2)[free]).all()
+    # near the far side the patch is not pulled back inside: the foreground voxel stays central
+    far = np.asarray(shape) - 1
+    lo, hi = _central_patch(box_start(shape, extract, patch, far), extract, patch)
+    assert (hi - 1 - far >= (p - 1) // 2 - 1).all()
+
+
+def test_forced_patches_move_an_image_smaller_than_the_patch():
+    # random patches pin such an image to the box centre; forced ones centre the voxel, so the image moves
+    starts = {tuple(box_start([6, 5], [10, 10], [8, 8], v)) for v in ([0, 0], [5, 4], [4, 3])}
+    assert len(starts) == 3
 
 
 def test_an_image_smaller_than_the_patch_is_centred_with_padding_on_both_sides():

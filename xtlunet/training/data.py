@@ -82,15 +82,17 @@ def rank_share(global_batch: int, world: int, rank: int, oversample: float = OVE
 
 def box_start(shape: Sequence[int], extract: Sequence[int], patch: Sequence[int],
               voxel: Sequence[float] | None = None) -> np.ndarray:
-    """Lower corner of an `extract`-sized box whose central `patch` lies inside an image of `shape` whenever the
-    image is at least patch-sized (nnU-Net's bounds): uniform, or centred on `voxel` and clipped to the bounds."""
+    """Lower corner of an `extract`-sized box: uniform within nnU-Net's bounds (the central `patch` lies inside an
+    image of `shape` whenever the image is at least patch-sized), or centred on `voxel` and clipped at the lower
+    bound only, as nnU-Net: the voxel stays central near the image's far side, so the foreground moves within the
+    patch even where the image is smaller than it (clipping both sides pins such an image to the patch centre)."""
     s, e, p = (np.asarray(v, dtype=np.int64) for v in (shape, extract, patch))
     need = np.maximum(e - p, e - s)          # how far the box may reach past the image, both sides together
     lo = -(need // 2)
     hi = s + need // 2 + need % 2 - e
     if voxel is None:
         return np.array([np.random.randint(a, b + 1) for a, b in zip(lo, hi)])
-    return np.clip(np.round(np.asarray(voxel, float)).astype(np.int64) - e // 2, lo, hi)
+    return np.maximum(np.round(np.asarray(voxel, float)).astype(np.int64) - e // 2, lo)
 
 
 class SegmentationBatches(SlimDataLoaderBase):
