@@ -144,7 +144,7 @@ def test_deep_supervision_with_a_single_tensor_uses_the_first_target():
     assert ds(out, [seg, garbage]).item() == pytest.approx(DiceCELoss()(out, seg).item(), rel=1e-6)
 
 
-def test_downsample_targets_3d_shapes_and_strided_values():
+def test_downsample_targets_3d_take_the_centre_of_each_block():
     seg = torch.arange(2 * 4 * 8 * 8).reshape(2, 4, 8, 8)
     full, half, quarter = downsample_targets(seg, [[1, 1, 1], [1, 2, 2], [2, 4, 4]])
     assert full is seg
@@ -154,20 +154,30 @@ def test_downsample_targets_3d_shapes_and_strided_values():
         for z in range(4):
             for y in range(4):
                 for x in range(4):
-                    assert half[b, z, y, x].item() == s[b, z, 2 * y, 2 * x]
+                    assert half[b, z, y, x].item() == s[b, z, 2 * y + 1, 2 * x + 1]
         for z in range(2):
             for y in range(2):
                 for x in range(2):
-                    assert quarter[b, z, y, x].item() == s[b, 2 * z, 4 * y, 4 * x]
-    assert quarter[1, 1, 1, 1].item() == 1 * 256 + 2 * 64 + 4 * 8 + 4
+                    assert quarter[b, z, y, x].item() == s[b, 2 * z + 1, 4 * y + 2, 4 * x + 2]
+    assert quarter[1, 1, 1, 1].item() == 1 * 256 + 3 * 64 + 6 * 8 + 6
+
+
+@pytest.mark.parametrize("shape, scale", [((4, 8, 8), (1, 2, 2)), ((4, 8, 8), (2, 4, 4)), ((16, 12), (4, 2))])
+def test_downsample_targets_equal_nnunets_nearest_exact_interpolation(shape, scale):
+    g = torch.Generator().manual_seed(7)
+    seg = torch.randint(0, 4, (2, *shape), generator=g)
+    ours = downsample_targets(seg, [scale])[0]
+    size = [n // v for n, v in zip(shape, scale)]
+    theirs = F.interpolate(seg[:, None].float(), size, mode="nearest-exact")[:, 0].long()
+    assert torch.equal(ours, theirs)
 
 
 def test_downsample_targets_2d_and_odd_sizes():
     seg = torch.arange(1 * 5 * 7).reshape(1, 5, 7)
     full, half = downsample_targets(seg, [[1, 1], [2, 2]])
     assert full is seg
-    assert half.shape == (1, 3, 4)                     # ceil(5/2), ceil(7/2): nearest keeps the first voxel
-    assert half[0].tolist() == [[0, 2, 4, 6], [14, 16, 18, 20], [28, 30, 32, 34]]
+    assert half.shape == (1, 3, 4)                     # ceil(5/2), ceil(7/2): the last block's centre is clamped
+    assert half[0].tolist() == [[8, 10, 12, 13], [22, 24, 26, 27], [29, 31, 33, 34]]
 
 
 @pytest.mark.parametrize("dim", [2, 3])

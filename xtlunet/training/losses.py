@@ -1,6 +1,7 @@
 """Losses: Dice + cross-entropy with deep supervision (segmentation), cross-entropy (classification)."""
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -56,14 +57,23 @@ class DeepSupervisionLoss(nn.Module):
         return sum(w * self.loss(o, t) for w, o, t in zip(self.weights, outputs, targets))
 
 
+def block_centres(size: int, factor: int) -> torch.Tensor:
+    """Index of the voxel at the centre of each `factor`-block of an axis (nnU-Net's 'nearest-exact' downsampling:
+    voxel k·f + f // 2), the last block's clamped to the axis when `size` is not a multiple of `factor`."""
+    return torch.clamp(torch.arange(math.ceil(size / factor)) * factor + factor // 2, max=size - 1)
+
+
 def downsample_targets(seg: torch.Tensor, scales: Sequence[Sequence[int]]) -> list[torch.Tensor]:
-    """Targets for each deep-supervision scale (nearest), seg (B, ...) integer."""
+    """Targets for each deep-supervision scale, seg (B, ...) integer: per scale the centre voxel of each block, as
+    nnU-Net (interpolate 'nearest-exact'); a plain stride would take each block's first voxel, half a coarse voxel
+    off nnU-Net's target."""
     out = []
     for s in scales:
-        if all(v == 1 for v in s):
-            out.append(seg)
-        else:
-            out.append(seg[(slice(None),) + tuple(slice(None, None, v) for v in s)])
+        down = seg
+        for axis, v in enumerate(s):
+            if v > 1:
+                down = down.index_select(axis + 1, block_centres(down.shape[axis + 1], v).to(seg.device))
+        out.append(down)
     return out
 
 
