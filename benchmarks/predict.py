@@ -319,7 +319,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def label_agreement(dir_a: Path, dir_b: Path, ids: Sequence[str]) -> float:
     """Share of voxels, over the cases, where two prediction folders have the same label."""
-    import numpy as np
     import SimpleITK as sitk
 
     same = total = 0

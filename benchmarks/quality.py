@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import shutil
@@ -22,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -32,10 +31,10 @@ from _measure import (Measurement, add_common_arguments, machine_info, release_w
 from plan_and_preprocess import (BUSY_FRACTION, CONFIGURATION, DATASET_ID, NNUNET, XTLUNET,  # noqa: E402
                                  PlanSummary, ensure_nnunet_venv, fresh, make_dataset, package_version, tool_env,
                                  venv_python, wait_for_idle)
+from quality_report import Dataset, ToolRun, Training, report, score  # noqa: E402
 from train_step import contended, fmt_axes, run_step, threads_env  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-MB = 2 ** 20
 TOOLS = (XTLUNET, NNUNET)  # training order: xtlunet first, so that its splits_final.json exists for the check
 NNUNET_TRAINER = "nnUNetTrainer_bench"
 XTLUNET_TRAINER = "ScratchTrainer"
@@ -96,31 +95,11 @@ RUN_XTLUNET = "sys.argv[0] = 'xtlunet'\nrunpy.run_module('xtlunet', run_name='__
 SHOW_ORIGIN = ("import json, xtlunet, xtlunet.planners, xtlunet.trainers\n"
                "print(json.dumps({'version': getattr(xtlunet, '__version__', '?'), 'xtlunet': xtlunet.__path__[0], "
                "'planners': xtlunet.planners.__path__[0], 'trainers': xtlunet.trainers.__path__[0]}))\n")
-TEST_SET_NOTE = ("only {n} test cases{why}: the per-case Dice mean moves a lot with one case; the pooled Dice and the "
-                 "pooled lesion F1 ({lesions} reference lesions) are the steadier numbers")
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The dataset and the environments
 # ---------------------------------------------------------------------------------------------------------------
-
-@dataclass
-class Dataset:
-    """The raw dataset both tools train on and are scored on."""
-
-    id: int
-    name: str
-    raw: Path                   # raw root (nnUNet_raw / XTLUNET_raw)
-    labels: dict[str, int]      # foreground labels of dataset.json, name -> value
-    file_ending: str
-    test_ids: list[str]
-    generated: bool
-
-    @property
-    def folder(self) -> Path:
-        """raw/DatasetNNN_Name."""
-        return self.raw / self.name
-
 
 def find_dataset(raw: Path, dataset_id: int, generated: bool) -> Dataset:
     """The raw dataset `dataset_id` under `raw`; exits unless it has imagesTs and labelsTs for every test case."""
@@ -201,19 +180,6 @@ def install_nnunet_trainer(venv: Path) -> Path:
 # Plan, train, predict
 # ---------------------------------------------------------------------------------------------------------------
 
-@dataclass
-class ToolRun:
-    """Everything measured for one tool."""
-
-    tool: str
-    origin: dict[str, str]
-    plan: dict[str, Any] = field(default_factory=dict)
-    commands: dict[str, list[str]] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)     # plan, train (whole command), predict
-    train: dict[str, Any] = field(default_factory=dict)
-    scores: dict[str, Any] = field(default_factory=dict)
-
-
 def plan_command(tool: str, args: argparse.Namespace, data: Dataset, xt: list[str], venv: Path) -> list[str]:
     """A tool's plan-and-preprocess command for 3d_fullres at --gpu-memory-gb."""
     gb = f"{args.gpu_memory_gb:g}"
@@ -240,14 +206,15 @@ def read_plan(tool: str, pre: Path) -> dict[str, Any]:
     return {**asdict(summary), "widths": widths, "plans_file": str(pre / f"{name}.json")}
 
 
-def train_command(tool: str, args: argparse.Namespace, data: Dataset, xt: list[str], venv: Path) -> list[str]:
-    """A tool's command training fold 0 for --epochs × --iters, without final validation."""
+def train_command(tool: str, args: argparse.Namespace, data: Dataset, xt: list[str], venv: Path,
+                  seed: int | None) -> list[str]:
+    """A tool's command training fold 0 for --epochs × --iters, without final validation (xtlunet with `seed`)."""
     if tool == NNUNET:  # the epoch and iteration counts travel in the environment (BENCH_VARS)
         return [str(venv / "bin" / "nnUNetv2_train"), str(data.id), CONFIGURATION, "0", "-tr", NNUNET_TRAINER,
                 "-p", NNUNET_PLANS, "-device", args.device]
     return [*xt, "-q", "train", str(data.id), CONFIGURATION, "0", "-tr", XTLUNET_TRAINER, "--epochs", str(args.epochs),
             "--iters-per-epoch", str(args.iters), "--val-iters", str(args.val_iters), "--device", args.device,
-            "--no-final-validation"]
+            "--no-final-validation", "--seed", str(seed)]
 
 
 def predict_command(tool: str, args: argparse.Namespace, data: Dataset, xt: list[str], venv: Path,
@@ -324,16 +291,19 @@ def run_tool_step(label: str, cmd: list[str], env: dict[str, str], work: Path, a
     return m
 
 
-def train_tool(run: ToolRun, cmd: list[str], env: dict[str, str], work: Path, args: argparse.Namespace,
+def train_tool(tool: str, run: Training, cmd: list[str], env: dict[str, str], work: Path, args: argparse.Namespace,
                results: Path, data: Dataset) -> None:
-    """Train fold 0 and record wall time, CPU time, peak memory, epoch times and s/iteration."""
+    """Train fold 0 (into a fresh results folder) and record wall time, CPU time, peak memory, epoch times and
+    s/iteration."""
+    fresh(results)
     run.commands["train"] = cmd
-    m = run_tool_step(f"{run.tool} training ({args.epochs} epochs x {args.iters} iterations)", cmd, env, work, args,
-                      timed=True)
-    fold = fold_folder(run.tool, results, data)
+    label = f"{tool} training{f' {run.index}' if args.repeats > 1 else ''} ({args.epochs} epochs x {args.iters} " \
+            "iterations)"
+    m = run_tool_step(label, cmd, env, work, args, timed=True)
+    fold = fold_folder(tool, results, data)
     if not (fold / "checkpoint_final.pth").is_file():
-        sys.exit(f"{run.tool} training wrote no {fold / 'checkpoint_final.pth'}\n{m.output_tail}")
-    epochs = epoch_times(run.tool, fold)
+        sys.exit(f"{tool} training wrote no {fold / 'checkpoint_final.pth'}\n{m.output_tail}")
+    epochs = epoch_times(tool, fold)
     iterations = args.epochs * args.iters
     logged = len(epochs) == args.epochs
     train_s = sum(epochs) if logged else m.wall_s
@@ -345,102 +315,6 @@ def train_tool(run: ToolRun, cmd: list[str], env: dict[str, str], work: Path, ar
                  "s_per_iteration": train_s / iterations, "command_wall_s": m.wall_s, "cpu_s": m.cpu_s,
                  "peak_rss_bytes": m.peak_rss_bytes, "peak_pss_bytes": m.peak_pss_bytes,
                  "other_cpu_s": m.other_cpu_s, "contended": contended(m), "fold_folder": str(fold)}
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Scoring (one code for both tools)
-# ---------------------------------------------------------------------------------------------------------------
-
-def score(pred_dir: Path, data: Dataset) -> dict[str, Any]:
-    """Dice per class (mean over cases), pooled Dice and pooled lesion F1 of a prediction folder vs labelsTs."""
-    import numpy as np
-
-    from xtlunet.dataset.io import read_image
-    from xtlunet.errors import XtlunetError
-    from xtlunet.evaluation.evaluate_folders import evaluate_segmentation_folders
-    from xtlunet.evaluation.segmentation_metrics import LesionCounts
-
-    refs = data.folder / "labelsTs"
-    values = sorted(data.labels.values())
-    try:
-        _, summary = evaluate_segmentation_folders(refs, pred_dir, values, data.file_ending)
-    except XtlunetError as exc:
-        sys.exit(f"scoring {pred_dir} failed: {exc}")
-    per_class = summary.per_class()
-    pooled_lesions = summary.lesion_pooled()
-    sums = {v: np.zeros(3, dtype=np.int64) for v in values}  # TP, predicted, reference voxels
-    for case in data.test_ids:
-        ref = read_image(refs / f"{case}{data.file_ending}")[0]
-        pred = read_image(pred_dir / f"{case}{data.file_ending}")[0]
-        for v in values:
-            p, r = pred == v, ref == v
-            sums[v] += [int(np.logical_and(p, r).sum()), int(p.sum()), int(r.sum())]
-    classes = {}
-    for name, v in sorted(data.labels.items(), key=lambda kv: kv[1]):
-        tp, p, r = (int(x) for x in sums[v])
-        lesions = pooled_lesions[v]
-        classes[name] = {"label": v, "dice_mean": per_class[v]["dice"]["mean"], "dice_n": per_class[v]["dice"]["n"],
-                         "pooled_dice": 2 * tp / (p + r) if p + r else math.nan, "tp_voxels": tp,
-                         "pred_voxels": p, "ref_voxels": r, **lesions.to_json()}
-    total = sum(pooled_lesions.values(), LesionCounts())
-    return {"dice_mean": summary.mean_dice_foreground,
-            "pooled_dice": _nanmean([c["pooled_dice"] for c in classes.values()]),
-            "lesion_f1": total.f1, "lesion_tpr": total.tpr, "lesion_ppv": total.ppv,
-            "ref_lesions": total.n_ref_lesions, "pred_lesions": total.n_pred_lesions, "classes": classes,
-            "cases": {c.case_id: c.mean_dice() for c in summary.cases}}
-
-
-def _nanmean(values: Sequence[float]) -> float:
-    """Mean of the finite values (NaN when there is none)."""
-    finite = [v for v in values if math.isfinite(v)]
-    return sum(finite) / len(finite) if finite else math.nan
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Report
-# ---------------------------------------------------------------------------------------------------------------
-
-def report(runs: dict[str, ToolRun], data: Dataset, args: argparse.Namespace, split_note: str | None) -> None:
-    """Print the table (one row per tool), per-class scores, and what a reader must know."""
-    print(f"\n{data.name}, {CONFIGURATION} fold 0, {args.epochs} epochs x {args.iters} iterations "
-          f"(+ {args.val_iters} validation iterations per epoch), --device {args.device}, {args.threads} threads, "
-          f"{args.da_workers} augmentation workers; scored on {len(data.test_ids)} imagesTs cases without TTA")
-    head = (f"{'tool':<11} {'spacing (mm)':<18} {'patch':<11} {'batch':>5} {'iters':>6} {'train s':>8} {'s/it':>6} "
-            f"{'Dice mean':>9} {'pooled Dice':>11} {'lesion F1':>9}")
-    print(f"{head}\n{'-' * len(head)}")
-    for tool, r in runs.items():
-        t, s = r.train, r.scores
-        print(f"{tool:<11} {fmt_axes(r.plan['spacing'], 3):<18} {fmt_axes(r.plan['patch_size']):<11} "
-              f"{r.plan['batch_size']:>5} {t['iterations']:>6} {t['train_s']:>8.0f} {t['s_per_iteration']:>6.2f} "
-              f"{s['dice_mean']:>9.4f} {s['pooled_dice']:>11.4f} {s['lesion_f1']:>9.4f}"
-              + ("  *" if t["contended"] else ""))
-    print("(train s = sum of the epoch times the tool logged (training and per-epoch validation iterations, no "
-          "start-up, no final validation); s/it = train s / iterations; Dice mean = per class the mean over test "
-          "cases, then the mean over classes; pooled Dice = 2·ΣTP/(ΣP+ΣR) over all test voxels; lesion F1 = pooled "
-          "over all test cases, lesions = 26-connected components, detected at any overlap"
-          + (f"; * = other processes used more than {BUSY_FRACTION:g} cores during that training" if any(
-              r.train["contended"] for r in runs.values()) else "") + ")")
-    for tool, r in runs.items():
-        t = r.train
-        widths = r.plan.get("widths")
-        print(f"{tool}: plan median shape {fmt_axes(r.plan['median_shape'])}, widths {widths}; training command "
-              f"{t['command_wall_s']:.0f} s, CPU {t['cpu_s']:.0f} s, peak RSS {t['peak_rss_bytes'] / MB:.0f} MB; "
-              f"plan {r.seconds['plan']:.0f} s, predict {r.seconds['predict']:.0f} s; "
-              + ", ".join(f"{name}: Dice {c['dice_mean']:.4f}, pooled {c['pooled_dice']:.4f}, lesions "
-                          f"{c['n_ref_detected']}/{c['n_ref_lesions']} found, {c['n_pred_tp']}/{c['n_pred_lesions']} "
-                          "predicted are real" for name, c in r.scores["classes"].items()))
-    if split_note:
-        print(f"split: {split_note}")
-    if len(runs) == 2:
-        a, b = runs[XTLUNET].plan, runs[NNUNET].plan
-        same = {k: a[k] == b[k] for k in ("patch_size", "batch_size", "widths")}
-        same["spacing"] = all(math.isclose(x, y, rel_tol=1e-3) for x, y in zip(a["spacing"], b["spacing"]))
-        print("plans: " + ", ".join(f"{k.replace('_size', '')} {'same' if v else 'DIFFERENT'}"
-                                    for k, v in same.items()))
-    if len(data.test_ids) < 10:
-        lesions = max(r.scores["ref_lesions"] for r in runs.values())
-        why = " (--test-cases)" if data.generated else ""
-        print("note: " + TEST_SET_NOTE.format(n=len(data.test_ids), why=why, lesions=lesions))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -476,6 +350,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "default 0 (in the training process) on the CPU, min(8, CPUs - 2) on cuda")
     p.add_argument("-np", "--np", dest="np", type=int, default=2, help="workers of both planners (2)")
     p.add_argument("--only", choices=("both", "xtlunet", "nnunet"), default="both", help="which tools to run (both)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="trainings per tool on the same plan and split, alternating between the tools; the report "
+                        "adds each tool's mean ± SD and Welch's t-test of the difference (1)")
+    p.add_argument("--xtlunet-seed", type=int, default=12345,
+                   help="seed of xtlunet's first training, + r for training r (12345, xtlunet's default); nnU-Net "
+                        "does not seed its training")
     p.add_argument("--xtlunet-reorient", action="store_true",
                    help="plan xtlunet with --reorient (every case in its closest RAS+ frame), to measure that option")
     p.add_argument("--xtlunet-python", default=sys.executable,
@@ -485,7 +365,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "are used as xtlunet.planners / xtlunet.trainers)")
     add_common_arguments(p, HERE / ".venv-nnunet", BUSY_FRACTION, None, wait_idle_s=60.0, timeout_s=7200.0)
     args = p.parse_args(argv)
-    for name in ("cases", "test_cases", "epochs", "iters", "threads", "np"):
+    for name in ("cases", "test_cases", "epochs", "iters", "threads", "np", "repeats"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1")
     if args.val_iters < 0:
@@ -542,22 +422,24 @@ def benchmark(args: argparse.Namespace, tools: list[str], venv: Path, work: Path
     for tool in tools:
         plan_tool(runs[tool], plan_command(tool, args, data, xt, venv), envs[tool], outs[tool], pre[tool], work)
     split_note = None
-    for tool in tools:
-        if tool == NNUNET and XTLUNET in tools:
-            nn_conf = json.loads(Path(runs[NNUNET].plan["plans_file"]).read_text())["configurations"]
-            split_note = align_splits(venv, pre, pre[NNUNET] / nn_conf[CONFIGURATION]["data_identifier"])
-            print(f"  split: {split_note}", flush=True)
-        train_tool(runs[tool], train_command(tool, args, data, xt, venv), train_env(envs[tool], args.da_workers),
-                   work, args, outs[tool] / "results", data)
-    for tool in tools:
-        out_dir = work / "predictions" / ("nnunet" if tool == NNUNET else "xtlunet")
-        fresh(out_dir)
-        cmd = predict_command(tool, args, data, xt, venv, out_dir)
-        runs[tool].commands["predict"] = cmd
-        runs[tool].seconds["predict"] = run_tool_step(f"{tool} predict", cmd, envs[tool], work, args,
-                                                      timed=False).wall_s
-        runs[tool].scores = score(out_dir, data)
-    report(runs, data, args, split_note)
+    for r in range(args.repeats):   # alternating, so that a drift of the machine meets both tools alike
+        for tool in tools:
+            if tool == NNUNET and XTLUNET in tools and r == 0:   # xtlunet's first training wrote its split
+                nn_conf = json.loads(Path(runs[NNUNET].plan["plans_file"]).read_text())["configurations"]
+                split_note = align_splits(venv, pre, pre[NNUNET] / nn_conf[CONFIGURATION]["data_identifier"])
+                print(f"  split: {split_note}", flush=True)
+            seed = args.xtlunet_seed + r if tool == XTLUNET else None
+            run = Training(r, seed)
+            runs[tool].trainings.append(run)
+            train_tool(tool, run, train_command(tool, args, data, xt, venv, seed),
+                       train_env(envs[tool], args.da_workers), work, args, outs[tool] / "results", data)
+            out_dir = work / "predictions" / ("nnunet" if tool == NNUNET else "xtlunet") / f"run_{r}"
+            fresh(out_dir)
+            run.commands["predict"] = cmd = predict_command(tool, args, data, xt, venv, out_dir)
+            run.seconds["predict"] = run_tool_step(f"{tool} predict", cmd, envs[tool], work, args, timed=False).wall_s
+            run.scores = score(out_dir, data)
+            print(f"  {tool} pooled Dice {run.scores['pooled_dice']:.4f}", flush=True)
+    stats = report(runs, data, args, split_note, (XTLUNET, NNUNET), CONFIGURATION, BUSY_FRACTION)
     total = time.perf_counter() - start
     print(f"total {total / 60:.1f} min (without the nnU-Net venv install)", flush=True)
     return {"dataset": data.name, "dataset_id": data.id, "generated": data.generated,
@@ -565,6 +447,7 @@ def benchmark(args: argparse.Namespace, tools: list[str], venv: Path, work: Path
             "configuration": CONFIGURATION, "gpu_memory_gb": args.gpu_memory_gb, "epochs": args.epochs,
             "iters_per_epoch": args.iters, "val_iters_per_epoch": args.val_iters, "device": args.device,
             "threads": args.threads, "da_workers": args.da_workers, "split": split_note, "total_s": total,
+            "repeats": args.repeats, "statistics": stats,
             "machine": machine_info(), "tools": {t: asdict(r) for t, r in runs.items()}}
 
 
