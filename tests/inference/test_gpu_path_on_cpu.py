@@ -118,14 +118,18 @@ def test_compile_traces_once_for_every_case_and_changes_no_label(tiny, tmp_path,
 
 
 @pytest.mark.slow
-def test_inductor_compiled_network_predicts_as_the_eager_one(make_net):
-    """torch.compile with its default backend (inductor, a C++ build on the CPU: about half a minute)."""
+def test_inductor_compiled_network_predicts_as_the_eager_one(make_net, monkeypatch):
+    """torch.compile with its default backend (inductor, a C++ build on the CPU: about half a minute), with the
+    weights frozen into the graph on the CPU."""
+    import torch._inductor.config as inductor_config
+
     torch._dynamo.reset()
+    monkeypatch.setattr(inductor_config, "freezing", False)     # restored after the test
     net = make_net(3, in_channels=1)
     data = volume((20, 36, 30), channels=1)
     eager = predict_sliding_window(net, data, (8, 16, 16), 3, batch_windows=3, mirror_axes=(0,), fixed_batch=True)
     compiled = inference_network(net, "cpu", compile=True)
-    assert is_compiled(compiled)
+    assert is_compiled(compiled) and inductor_config.freezing
     out = predict_sliding_window(compiled, data, (8, 16, 16), 3, batch_windows=3, mirror_axes=(0,))
     assert torch.allclose(out, eager, atol=1e-4, rtol=0) and torch.equal(out.argmax(0), eager.argmax(0))
 
