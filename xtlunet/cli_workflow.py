@@ -76,10 +76,13 @@ def _cmd_apply_pp(a: argparse.Namespace) -> None:
 
 def _add_apply_pp(sub: argparse._SubParsersAction) -> None:
     """Arguments of `apply-postprocessing`."""
-    p = sub.add_parser("apply-postprocessing", help="apply a learnt postprocessing.json to a folder of segmentations")
+    p = sub.add_parser("apply-postprocessing",
+                       help="apply learnt post-processing (postprocessing.json, or nnU-Net v2's postprocessing.pkl) "
+                            "to a folder of segmentations")
     p.add_argument("-i", required=True, help="folder of label files")
     p.add_argument("-o", required=True, help="output folder (outside -i)")
-    p.add_argument("-pp", required=True, help="postprocessing.json written by find-best-configuration")
+    p.add_argument("-pp", required=True,
+                   help="postprocessing.json written by find-best-configuration, or nnU-Net v2's postprocessing.pkl")
     p.add_argument("-np", type=positive_int, default=1, help="worker processes")
     p.set_defaults(func=_cmd_apply_pp)
 

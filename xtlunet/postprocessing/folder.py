@@ -1,4 +1,5 @@
-"""Apply a learnt postprocessing.json to a folder of label files (`xtlunet apply-postprocessing`)."""
+"""Apply learnt post-processing to a folder of label files (`xtlunet apply-postprocessing`): xtlunet's
+postprocessing.json or nnU-Net v2's postprocessing.pkl."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,6 +7,7 @@ from pathlib import Path
 
 from xtlunet.dataset.io import SUPPORTED_ENDINGS, read_header, read_image, write_image
 from xtlunet.errors import XtlunetError
+from xtlunet.postprocessing.nnunet_pkl import NnunetPostprocessing
 from xtlunet.postprocessing.plan import PostprocessingPlan
 from xtlunet.utils.lock import folder_lock
 from xtlunet.utils.parallel import map_cases
@@ -29,7 +31,7 @@ class _Job:
 
     source: Path
     target: Path
-    plan: PostprocessingPlan
+    plan: PostprocessingPlan | NnunetPostprocessing
 
 
 def _apply_file(job: _Job) -> str:
@@ -39,11 +41,16 @@ def _apply_file(job: _Job) -> str:
     return job.target.name
 
 
+def load_postprocessing(path: Path) -> PostprocessingPlan | NnunetPostprocessing:
+    """A postprocessing.json (find-best-configuration) or, for a .pkl ending, nnU-Net v2's postprocessing.pkl."""
+    return NnunetPostprocessing.load(path) if path.suffix.lower() == ".pkl" else PostprocessingPlan.load(path)
+
+
 def apply_postprocessing_folder(in_dir: Path, out_dir: Path, plan_path: Path, num_workers: int = 1) -> list[str]:
     """Post-process every label file of in_dir into out_dir (same names, geometry and dtype); returns the names."""
     from xtlunet.inference.folder import check_folders
 
-    plan = PostprocessingPlan.load(plan_path)
+    plan = load_postprocessing(plan_path)
     files = label_files(in_dir)
     check_folders(in_dir, out_dir)
     for f in files:  # every header readable before the first file is written
