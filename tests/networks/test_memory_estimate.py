@@ -11,6 +11,7 @@ from xtlunet.errors import XtlunetError
 from xtlunet.networks import build_network, count_parameters, estimate_memory_bytes
 from xtlunet.networks.memory import (ACTIVATION_OVERHEAD, LOSS_BYTES, PARAMETER_BYTES, PARAMETER_COPIES,
                                      estimate_activation_elements)
+from xtlunet.networks.memory_measure import measure_training_peak
 
 
 def measured_training_bytes(desc, patch: tuple[int, ...], batch: int, task: str, num_classes: int) -> int:
@@ -87,50 +88,28 @@ def test_estimate_is_fast_for_full_width_3d_nets_and_checks_the_patch() -> None:
         estimate_memory_bytes(desc, [256, 256], 2, 3)
 
 
-def measured_peak_bytes(desc, patch: tuple[int, ...], batch: int, num_classes: int) -> int:
-    """Peak CPU-allocator bytes of building the network and SGD and taking two fp32 training steps.
-
-    The profiler's CPU memory events carry the running total of the bytes allocated while profiling, so the network, its gradients, the momentum buffers, the batch, the activations and the loss's
-    temporaries are all counted (the calibration method of documentation/planner_rules.md).
-    """
-    import json
-    import tempfile
-    from pathlib import Path
-
-    from xtlunet.training.losses import DeepSupervisionLoss, DiceCELoss, downsample_targets
-    from xtlunet.training.optim import sgd
-
-    torch.manual_seed(0)
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
-        net = build_network(desc, "segmentation", num_classes).train()
-        optimizer = sgd(net.parameters())
-        scales = net.deep_supervision_scales()
-        loss_fn = DeepSupervisionLoss(DiceCELoss(), len(scales))
-        x = torch.randn(batch, desc.in_channels, *patch)
-        targets = downsample_targets(torch.randint(0, num_classes, (batch, *patch)), scales)
-        for _ in range(2):          # the second step has the momentum buffers
-            loss = loss_fn(net(x), targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-    with tempfile.TemporaryDirectory() as tmp:
-        trace = Path(tmp) / "trace.json"
-        prof.export_chrome_trace(str(trace))
-        events = json.loads(trace.read_text())["traceEvents"]
-    memory = sorted((e for e in events if e.get("name") == "[memory]"), key=lambda e: e["ts"])
-    # the running total is process-wide and keeps what earlier profiled runs freed unprofiled: start from it
-    before = memory[0]["args"]["Total Allocated"] - memory[0]["args"]["Bytes"]
-    return max(e["args"]["Total Allocated"] for e in memory) - before
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("spacing, patch, batch", [([1.0, 1.0, 1.0], (24, 48, 48), 2), ([1.0, 1.0], (96, 96), 4)])
 def test_fp32_estimate_bounds_the_measured_cpu_peak(spacing, patch, batch) -> None:
     from xtlunet.planners.default import plain_architecture
 
     desc = plain_architecture(spacing, list(patch), 1)           # full nnU-Net widths, as planned
-    peak = measured_peak_bytes(desc, patch, batch, 3)
+    peak = measure_training_peak(desc, patch, batch, 3).allocated
     estimate = estimate_memory_bytes(desc, patch, batch, 3, activation_bytes=4)
     print(f"{patch} x{batch}: measured {peak / 2**20:.1f} MiB, estimate {estimate / 2**20:.1f} MiB, "
           f"ratio {peak / estimate:.3f}")
     assert 0.6 * estimate < peak <= estimate
+
+
+@pytest.mark.slow
+def test_bf16_autocast_estimate_bounds_the_measured_cpu_peak() -> None:
+    from xtlunet.planners.default import plain_architecture
+
+    desc = plain_architecture([1.0, 1.0, 1.0], [24, 48, 48], 1)
+    fp32 = measure_training_peak(desc, (24, 48, 48), 2, 3, precision="fp32")
+    bf16 = measure_training_peak(desc, (24, 48, 48), 2, 3, precision="bf16")
+    estimate = estimate_memory_bytes(desc, (24, 48, 48), 2, 3)           # the default: 2-byte activations
+    assert bf16.reserved is None and 0.7 * estimate < bf16.allocated <= estimate
+    assert bf16.allocated < 0.8 * fp32.allocated
+    with pytest.raises(ValueError, match="precision"):
+        measure_training_peak(desc, (24, 48, 48), 2, 3, precision="fp16")
