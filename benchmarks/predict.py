@@ -12,7 +12,8 @@ against the first. `--only xtlunet` needs no nnU-Net (no venv, no nnU-Net plan o
 --patch, or `plan`); `--device cuda` trains and predicts xtlunet on the GPU (with --only xtlunet), e.g. with
 --xtlunet-options sets of --precision bf16|fp32, --compile, --no-channels-last, --no-overlap.
 
-The same file is the nnU-Net training driver: `--_driver nnunet-train SPEC_JSON` runs in nnU-Net's venv.
+The same file starts nnU-Net's training driver (`predict_models.py`): `--_driver nnunet-train SPEC_JSON` runs in
+nU-Net's venv.
 """
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ import os
 import platform
 import re
 import shlex
-import shutil
 import statistics
 import sys
 import tempfile
@@ -35,111 +35,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import add_common_arguments, parse_patch, release_work, run_measured, write_results  # noqa: E402
 from plan_and_preprocess import (BUSY_FRACTION, CONFIGURATION, DATASET_ID, DATASET_NAME, NNUNET, XTLUNET,  # noqa: E402
                                  ensure_nnunet_venv, fresh, package_version, venv_python, wait_for_idle)
-from train_step import DEFAULT_PATCH, Setup, contended, fmt_axes, prepare, run_step, threads_env  # noqa: E402
+from predict_models import (NNUNET_TRAINER, XTLUNET_TRAINER, driver_nnunet_train, test_input,  # noqa: E402
+                            train_models)
+from train_step import DEFAULT_PATCH, Setup, contended, fmt_axes, prepare, threads_env  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 MB = 2 ** 20
-NNUNET_TRAINER = "nnUNetTrainer"  # run for 1 epoch of --train-iters iterations (see driver_nnunet_train)
-XTLUNET_TRAINER = "ScratchTrainer"
 MEMORY_NOTE = ("s/case = wall time of the whole command (interpreter start, imports, model loading, preprocessing, "
                "sliding window, export) / cases, best of the repeats; peak RSS = max over time of the RSS summed over "
                "the command and every process it started; peak PSS = the same with shared pages split between them")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# nnU-Net training driver (runs in nnU-Net's venv)
-# ---------------------------------------------------------------------------------------------------------------
-
-def driver_nnunet_train(spec: dict[str, Any]) -> None:
-    """nnUNetv2_train's run_training with nnUNetTrainer cut to 1 epoch of a few iterations, no final validation.
-
-    The stock class is used (so the model folder and nnUNetv2_predict -tr find it); only its epoch and iteration
-    counts are changed, by wrapping its __init__ in this process, as nnUNetTrainer_1epoch does with num_epochs.
-    (nnUNetTrainer_1epoch itself cannot be used where torchvision is broken: finding it by name imports every
-    trainer module, and the primus trainers import timm, hence torchvision.)
-    """
-    import functools
-
-    import torch
-    from nnunetv2.run.run_training import run_training
-    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-
-    torch.set_num_threads(spec["threads"])
-    original_init = nnUNetTrainer.__init__
-
-    @functools.wraps(original_init)  # nnUNetTrainer records its init arguments from the signature
-    def short_init(self, *args: Any, **kwargs: Any) -> None:
-        original_init(self, *args, **kwargs)
-        self.num_epochs = 1
-        self.num_iterations_per_epoch = spec["iters"]
-        self.num_val_iterations_per_epoch = 1
-
-    nnUNetTrainer.__init__ = short_init
-    nnUNetTrainer.perform_actual_validation = lambda self, *a, **k: None  # like xtlunet's --no-final-validation
-    run_training(str(DATASET_ID), CONFIGURATION, 0, NNUNET_TRAINER, spec["plans"], device=torch.device("cpu"))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Set-up: the two models
-# ---------------------------------------------------------------------------------------------------------------
-
-def train_models(setup: Setup, iters: int, threads: int, timeout_s: float, device: str = "cpu") -> dict[str, float]:
-    """Train fold 0 of both tools (xtlunet alone without nnU-Net's set-up) on the bench plans for one epoch of `iters`
-    iterations, xtlunet on `device`; return seconds per tool."""
-    times: dict[str, float] = {}
-    if setup.with_nnunet:
-        times[NNUNET] = train_nnunet(setup, iters, threads)
-    cmd = [sys.executable, "-m", "xtlunet", "-q", "train", str(DATASET_ID), CONFIGURATION, "0", "-tr", XTLUNET_TRAINER,
-           "-p", setup.bench_plans[XTLUNET], "--epochs", "1", "--iters-per-epoch", str(iters), "--val-iters", "1",
-           "--no-final-validation", "--device", device]
-    env = {**threads_env(setup.envs[XTLUNET], threads), "XTLUNET_n_proc_DA": "0"}
-    times[XTLUNET] = run_step(cmd, env, "xtlunet train", setup.work)
-    ck = model_folder(setup, XTLUNET) / "fold_0" / "checkpoint_final.pth"
-    if not ck.is_file():
-        sys.exit(f"xtlunet train wrote no {ck}")
-    return times
-
-
-def train_nnunet(setup: Setup, iters: int, threads: int) -> float:
-    """Train nnU-Net's fold 0 for one epoch of `iters` iterations on the CPU; return its seconds."""
-    env = {**threads_env(setup.envs[NNUNET], threads), "nnUNet_n_proc_DA": "0", "nnUNet_compile": "false"}
-    spec = {"plans": setup.bench_plans[NNUNET], "iters": iters, "threads": threads}
-    cmd = [venv_python(setup.venv), Path(__file__).resolve(), "--_driver", "nnunet-train", json.dumps(spec)]
-    what = f"nnU-Net training ({NNUNET_TRAINER}, 1 epoch of {iters} iterations)"
-    seconds = run_step(cmd, env, what, setup.work)
-    ck = model_folder(setup, NNUNET) / "fold_0" / "checkpoint_final.pth"
-    if not ck.is_file():
-        sys.exit(f"nnU-Net training wrote no {ck}")
-    return seconds
-
-
-def model_folder(setup: Setup, tool: str) -> Path:
-    """TRAINER__PLANS__CONFIG of a tool's bench model."""
-    trainer = NNUNET_TRAINER if tool == NNUNET else XTLUNET_TRAINER
-    return setup.outs[tool] / "results" / DATASET_NAME / f"{trainer}__{setup.bench_plans[tool]}__{CONFIGURATION}"
-
-
-def test_input(setup: Setup, copies: int) -> tuple[Path, Path, list[str]]:
-    """The imagesTs folder (or `copies` renamed copies of each of its cases), labelsTs, and the case ids."""
-    src = setup.raw / DATASET_NAME / "imagesTs"
-    labels = setup.raw / DATASET_NAME / "labelsTs"
-    ids = sorted({f.name[: -len("_0000.nii.gz")] for f in src.glob("*_0000.nii.gz")})
-    if not ids:
-        sys.exit(f"no test cases in {src}")
-    if copies == 1:
-        return src, labels, ids
-    dst, dst_labels = setup.work / "imagesTs_copies", setup.work / "labelsTs_copies"
-    fresh(dst)
-    fresh(dst_labels)
-    out = []
-    for k in range(copies):
-        for case in ids:
-            new = f"{case}c{k}"
-            for f in src.glob(f"{case}_*.nii.gz"):
-                shutil.copy(f, dst / f.name.replace(case, new, 1))
-            shutil.copy(labels / f"{case}.nii.gz", dst_labels / f"{new}.nii.gz")
-            out.append(new)
-    return dst, dst_labels, out
 
 
 # ---------------------------------------------------------------------------------------------------------------
