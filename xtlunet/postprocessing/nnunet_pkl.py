@@ -29,6 +29,10 @@ class _KeepLargest:
     """Stands for nnU-Net's keep-largest function in an unpickled file."""
 
 
+class _RefusedGlobal(pickle.UnpicklingError):
+    """The pickle names a global other than nnU-Net's keep-largest function (the message is its dotted name)."""
+
+
 class _SafeUnpickler(pickle.Unpickler):
     """Resolves nnU-Net's keep-largest function and numpy scalars; refuses every other global."""
 
@@ -38,7 +42,7 @@ class _SafeUnpickler(pickle.Unpickler):
             return _KeepLargest
         if (module, name) in _NUMPY_SCALARS:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"{module}.{name}")
+        raise _RefusedGlobal(f"{module}.{name}")
 
 
 @dataclass(frozen=True)
@@ -88,13 +92,11 @@ class NnunetPostprocessing:
         try:
             with path.open("rb") as fh:
                 content = _SafeUnpickler(fh).load()
-        except pickle.UnpicklingError as exc:
-            name = str(exc)
-            if "." in name and " " not in name:
-                raise XtlunetError(f"the pickle calls {name}, which is not nnU-Net's keep-largest post-processing",
-                                   path=path, fix=f"{FIX}; xtlunet applies only nnU-Net's standard operation") from None
-            raise XtlunetError(f"not a readable pickle ({name})", path=path, fix=FIX) from None
-        except (EOFError, ValueError, TypeError, AttributeError, IndexError, ImportError, MemoryError) as exc:
+        except _RefusedGlobal as exc:
+            raise XtlunetError(f"the pickle calls {exc}, which is not nnU-Net's keep-largest post-processing",
+                               path=path, fix=f"{FIX}; xtlunet applies only nnU-Net's standard operation") from None
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, ImportError,
+                MemoryError) as exc:
             raise XtlunetError(f"not a readable pickle ({type(exc).__name__}: {exc})", path=path, fix=FIX) from None
         try:
             return cls(tuple(_steps(content)))
