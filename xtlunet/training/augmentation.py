@@ -7,9 +7,11 @@ slice alike, and the slices are restored, so the slice axis is never rotated or 
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 from batchgenerators.transforms.abstract_transforms import AbstractTransform, Compose
 from batchgenerators.transforms.color_transforms import (BrightnessMultiplicativeTransform,
                                                          ContrastAugmentationTransform, GammaTransform)
@@ -100,6 +102,22 @@ class MaskOutside(AbstractTransform):
         return batch
 
 
+class SeedPythonRandom(AbstractTransform):
+    """Seeds Python's `random` from numpy's global generator before every batch is augmented.
+
+    batchgenerators draws some parameters from numpy (rotation, scale, mirroring) and others from Python's `random`
+    (blur sigma, noise variance, gamma, brightness and contrast factors, through `get_range_val`). Training seeds
+    and checkpoints numpy's generator, and batchgenerators' workers seed only numpy's, so without this the second
+    half of every batch's draws came from an unseeded generator (shared, in forked workers, by every worker): the
+    same `--seed` did not give the same batches. With it a batch is a function of numpy's state alone, in this
+    process or in any worker, and after a resume."""
+
+    def __call__(self, **batch):
+        """Seed `random`, leave the batch as it is."""
+        random.seed(int(np.random.randint(2 ** 31)))
+        return batch
+
+
 def spatial_transform(patch_size: Sequence[int], cfg: AugmentationConfig) -> SpatialTransform:
     """Rotation and scaling (optionally elastic), cropping to `patch_size` around the sampled centre."""
     a = math.radians(cfg.rotation_deg)
@@ -129,6 +147,7 @@ def build_augmentation(patch_size: Sequence[int], cfg: AugmentationConfig | None
     if not with_seg:
         spatial.label_key = None
     transforms = [
+        SeedPythonRandom(),
         *([SlicesAsChannels(), spatial, ChannelsAsSlices()] if dummy_2d else [spatial]),
         GaussianNoiseTransform(noise_variance=(0, cfg.noise), p_per_sample=0.1),
         GaussianBlurTransform(cfg.blur, different_sigma_per_channel=True, p_per_sample=0.2, p_per_channel=0.5),

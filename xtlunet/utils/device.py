@@ -111,8 +111,11 @@ def available_memory_bytes(device: torch.device | str) -> int | None:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed torch and numpy's legacy global generator."""
+    """Seed torch, numpy's legacy global generator and Python's `random`."""
+    import random
+
     import numpy as np
 
     torch.manual_seed(seed)
     np.random.seed(seed % 2 ** 32)
+    random.seed(seed)
