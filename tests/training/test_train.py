@@ -270,3 +270,17 @@ def test_xtl_takes_the_checkpoint_its_plan_was_made_for(trained_roots, tmp_path,
     err = capsys.readouterr().err
     assert "differs from the checkpoint plan xtlunetPlansMammo was made for" in err and str(other) in err
     assert not fold.with_name("fold_1").exists()
+
+
+def test_the_same_seed_trains_the_same_weights_bit_for_bit(trained_roots, tmp_path, monkeypatch):
+    def weights(results: Path, *seed: str) -> dict[str, torch.Tensor]:
+        monkeypatch.setenv("XTLUNET_results", str(results))
+        monkeypatch.setenv("XTLUNET_n_proc_DA", "0")
+        assert main(["-q", "train", "501", "3d_fullres", "0", *SHORT, "--no-final-validation", *seed]) == 0
+        fold = results / "Dataset501_BrainMS" / "ScratchTrainer__xtlunetPlans__3d_fullres" / "fold_0"
+        return torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=True)["network"]
+
+    first, second = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    other = weights(tmp_path / "c", "--seed", "7")
+    assert not all(torch.equal(first[k], other[k]) for k in first)
