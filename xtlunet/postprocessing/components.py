@@ -37,6 +37,13 @@ def at_least(sizes: np.ndarray, voxel_mm3: float, min_volume_mm3: float) -> np.n
     return sizes * voxel_mm3 >= min_volume_mm3
 
 
+def drop_components(seg: np.ndarray, components: np.ndarray, keep: np.ndarray, background: int = 0) -> np.ndarray:
+    """A copy of seg with the components not kept (components numbered 1..n, keep an (n,) mask) set to background."""
+    out = np.array(seg, copy=True)
+    out[np.concatenate([[False], ~keep])[components]] = background
+    return out
+
+
 def voxel_volume(spacing: Sequence[float]) -> float:
     """The volume of one voxel in mm³ (in mm² for 2D images)."""
     return float(np.prod([float(s) for s in spacing]))
@@ -45,17 +52,13 @@ def voxel_volume(spacing: Sequence[float]) -> float:
 def apply_operation(seg: np.ndarray, label: int, operation: str, spacing: Sequence[float],
                     min_volume_mm3: float | None = None) -> np.ndarray:
     """A copy of seg with `operation` applied to `label`'s components (removed voxels → 0)."""
-    out = np.array(seg, copy=True)
     if operation == NONE:
-        return out
-    mask = out == label
-    lab, sizes = label_components(mask)
+        return np.array(seg, copy=True)
+    lab, sizes = label_components(seg == label)
     if operation == KEEP_LARGEST:
         keep = largest_only(sizes)
     elif operation == REMOVE_SMALL:
         keep = at_least(sizes, voxel_volume(spacing), float(min_volume_mm3))
     else:
         raise ValueError(f"unknown post-processing operation {operation!r}")
-    remove = np.concatenate([[False], ~keep])[lab]
-    out[remove] = 0
-    return out
+    return drop_components(seg, lab, keep)

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from xtlunet.errors import XtlunetError
-from xtlunet.postprocessing.components import label_components
+from xtlunet.postprocessing.components import drop_components, label_components
 
 KEEP_LARGEST_FN = ("nnunetv2.postprocessing.remove_connected_components",
                    "remove_all_but_largest_component_from_segmentation")
@@ -54,12 +54,9 @@ class KeepLargestStep:
 
     def apply(self, seg: np.ndarray) -> np.ndarray:
         """A copy of seg with the mask's other components set to the background label."""
-        mask = np.isin(seg, self.labels)
-        lab, sizes = label_components(mask)
-        out = np.array(seg, copy=True)
+        lab, sizes = label_components(np.isin(seg, self.labels))
         keep = sizes == sizes.max() if sizes.size else sizes.astype(bool)   # ties: all kept, as nnU-Net
-        out[np.concatenate([[False], ~keep])[lab]] = self.background
-        return out
+        return drop_components(seg, lab, keep, self.background)
 
     def text(self) -> str:
         """'keep the largest component of labels 1+2'."""
